@@ -1,0 +1,128 @@
+"""Populate: the full company sync of tasks.md section 6 with progress (section 10)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from local_alx_report_api.classes import sequence
+from local_alx_report_api.classes.progress import Scope, count_scope_union
+from local_alx_report_api.classes.reporting import Batch, Counts, full_sync, purge_cache
+from moodle_core.engines import Engine, LockBusy
+from moodle_core.moodle import Company
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PopulateProgress:
+    """The progress record of tasks.md 10.3 (also what a populate job stores)."""
+
+    companies_total: int
+    companies_done: int = 0
+    current: dict | None = None
+    totals: Counts = field(default_factory=Counts)
+    percent: float = 0.0
+    started: float = field(default_factory=time.time)
+    elapsed: float = 0.0
+    eta_seconds: float | None = None
+    errors: list[dict] = field(default_factory=list)
+    log: list[dict] = field(default_factory=list)
+
+    def note(self, level: str, message: str, now: float | None = None) -> None:
+        self.log.append({"time": int(now or time.time()), "level": level, "message": message})
+        del self.log[:-200]
+
+    def update(self) -> None:
+        fraction = self.companies_done
+        if self.current and self.current["total"]:
+            fraction += min(1.0, self.current["processed"] / self.current["total"])
+        percent = round(fraction / max(self.companies_total, 1) * 100, 1)
+        self.percent = max(self.percent, percent)
+        self.elapsed = time.time() - self.started
+        done = fraction / max(self.companies_total, 1)
+        self.eta_seconds = (self.elapsed / done - self.elapsed) if done > 0 else None
+
+    def as_dict(self) -> dict:
+        return {"companies_total": self.companies_total, "companies_done": self.companies_done,
+                "current": self.current, **self.totals.as_dict(), "percent": self.percent,
+                "started": int(self.started), "elapsed": round(self.elapsed, 1),
+                "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds, 1),
+                "errors": self.errors, "log": self.log}
+
+
+def _summary(counts: Counts) -> str:
+    return (f"inserted {counts.inserted}, updated {counts.updated}, reactivated {counts.reactivated}, "
+            f"deleted {counts.deleted}, unchanged {counts.unchanged}")
+
+
+def populate(engine: Engine, companies: list[Company], *, batch_size: int, report_roles: list[str],
+             now: Callable[[], int], lock_wait: float,
+             emit: Callable[[str, str], None] = lambda level, text: None,
+             on_progress: Callable[[PopulateProgress], None] = lambda p: None,
+             should_stop: Callable[[], bool] = lambda: False) -> PopulateProgress:
+    """Populate the given companies in ascending id. `emit(level, line)` reports each event."""
+    state = PopulateProgress(len(companies))
+
+    def say(level: str, text: str) -> None:
+        state.note(level, text)
+        emit(level, text)
+
+    say("info", f"Populating {len(companies)} compan{'y' if len(companies) == 1 else 'ies'}, batch size {batch_size}")
+    for company in sorted(companies, key=lambda c: c.id):
+        if should_stop():
+            break
+        label = f"Company {company.id} ({company.shortname})"
+        try:
+            with engine.lock(f"company_{company.id}", timeout=lock_wait):
+                _populate_company(engine, company, label, state, batch_size, report_roles, now, say, on_progress,
+                                  should_stop)
+        except LockBusy:
+            state.errors.append({"companyid": company.id, "message": "company busy"})
+            say("error", f"{label}: company busy; skipped")
+        except Exception as exc:  # one company's failure never stops the others
+            log.exception("populate of company %s failed", company.id)
+            state.errors.append({"companyid": company.id, "message": str(exc).splitlines()[0] if str(exc) else
+                                 type(exc).__name__})
+            say("error", f"{label}: failed: {state.errors[-1]['message']}")
+        state.companies_done += 1
+        state.current = None
+        state.update()
+        on_progress(state)
+    if state.totals.inserted:
+        engine.analyze(["local_alx_api_reporting"])
+    t = state.totals
+    say("success" if not state.errors else "warning",
+        f"Finished: {state.companies_done} compan{'y' if state.companies_done == 1 else 'ies'}, {t.checked} pairs "
+        f"checked, {t.inserted} inserted, {t.updated} updated, {t.reactivated} reactivated, {t.deleted} deleted, "
+        f"{t.unchanged} unchanged in {time.time() - state.started:.1f} s, {len(state.errors)} errors")
+    return state
+
+
+def _populate_company(engine, company, label, state, batch_size, report_roles, now, say, on_progress, should_stop):
+    started = time.time()
+    scope = Scope.load(engine, company.id, report_roles)
+    purge_cache(engine, company.id)
+    sequence.ensure_counter(engine, company.id, now())
+    total = count_scope_union(engine, scope, now())
+    if not scope.courses and total == 0:
+        say("warning", f"Company {company.id} ({company.shortname}) has no courses in scope; skipped.")
+        return
+    state.current = {"id": company.id, "shortname": company.shortname, "total": total, "processed": 0}
+    say("company", f"{label}: {total} pairs to check")
+    counts = Counts()
+
+    def on_batch(batch: Batch) -> None:
+        counts.add(batch.counts)
+        state.totals.add(batch.counts)
+        state.current["processed"] = counts.checked
+        state.update()
+        pct = counts.checked / total * 100 if total else 100.0
+        say("info", f"{label}: {counts.checked}/{total} ({pct:.1f}%) {_summary(counts)}")
+        on_progress(state)
+
+    full_sync(engine, scope, now(), batch_size, on_batch=on_batch, should_stop=should_stop)
+    purge_cache(engine, company.id)
+    say("success", f"{label}: done in {time.time() - started:.1f} s: {_summary(counts)}")

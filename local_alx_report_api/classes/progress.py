@@ -1,0 +1,203 @@
+"""Course scope, row scope and the progress formulas of course-progress.md sections 7–9.
+
+The only implementation: populate, the sync task, reconcile and the live fallback all read
+live rows through `live_rows`. SQL gathers the raw facts of each in-scope pair; `progress`
+turns them into reported values."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from moodle_core.engines import Engine
+
+Key = tuple[int, int]  # (userid, courseid)
+REPORTED = ("firstname", "lastname", "email", "coursename", "timecompleted", "timestarted",
+            "percentage", "status")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The reported values of one (user, course) pair; percentage in hundredths."""
+
+    userid: int
+    courseid: int
+    firstname: str
+    lastname: str
+    email: str
+    coursename: str
+    timecompleted: int
+    timestarted: int
+    percentage: int
+    status: str
+
+    @property
+    def key(self) -> Key:
+        return (self.userid, self.courseid)
+
+    def values(self) -> tuple:
+        return tuple(getattr(self, name) for name in REPORTED)
+
+
+def percentage_hundredths(done: int, tracked: int, completed: bool) -> int:
+    """Section 9.1: exact rounding, halves up."""
+    if completed:
+        return 10000
+    if tracked == 0:
+        return 0
+    return (20000 * done + tracked) // (2 * tracked)
+
+
+def progress(userid, courseid, firstname, lastname, email, coursename, cc_completed, cc_started,
+             done, tracked, touched, min_timestart, min_timecreated) -> Progress:
+    """Sections 9.1–9.4 from the raw facts of one pair."""
+    timecompleted = int(cc_completed or 0)
+    completed = timecompleted > 0
+    cc_started = int(cc_started or 0)
+    if completed:
+        status = "completed"
+    elif touched or cc_started > 0:
+        status = "in_progress"
+    else:
+        status = "not_started"
+    if cc_started > 0:
+        timestarted = cc_started
+    elif min_timestart:
+        timestarted = int(min_timestart)
+    else:
+        timestarted = int(min_timecreated or 0)
+    return Progress(int(userid), int(courseid), firstname, lastname, email, coursename,
+                    timecompleted if completed else 0, timestarted,
+                    percentage_hundredths(int(done or 0), int(tracked or 0), completed), status)
+
+
+def report_role_ids(engine: Engine, shortnames: Iterable[str]) -> list[int]:
+    names = list(shortnames)
+    if not names:
+        return []
+    marks = ", ".join("?" * len(names))
+    return [r[0] for r in engine.rows(f"SELECT id FROM {{t:role}} WHERE shortname IN ({marks}) ORDER BY id", names)]
+
+
+def course_scope(engine: Engine, companyid: int) -> list[int]:
+    """Section 7: the company's visible, non-site courses that are not switched off."""
+    rows = engine.rows(
+        "SELECT DISTINCT c.id FROM {t:company_course} cc JOIN {t:course} c ON c.id = cc.courseid "
+        "WHERE cc.companyid = ? AND c.visible = 1 AND c.category <> 0 ORDER BY c.id", (companyid,))
+    off = {int(name[7:]) for name, value in engine.rows(
+        "SELECT setting_name, setting_value FROM {t:local_alx_api_settings} "
+        "WHERE companyid = ? AND setting_name LIKE 'course%'", (companyid,))
+        if name[7:].isdigit() and int(value) == 0}
+    return [r[0] for r in rows if r[0] not in off]
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What row scope needs beyond the clock: the company, its course scope, the report roles."""
+
+    companyid: int
+    courses: tuple[int, ...]
+    roles: tuple[int, ...]
+
+    @classmethod
+    def load(cls, engine: Engine, companyid: int, report_roles: Iterable[str]) -> Scope:
+        return cls(companyid, tuple(course_scope(engine, companyid)),
+                   tuple(report_role_ids(engine, report_roles)))
+
+    @property
+    def empty(self) -> bool:
+        return not self.courses or not self.roles
+
+
+def _in(values: Iterable[int]) -> str:
+    return ", ".join(str(int(v)) for v in values)
+
+
+# In-scope pairs of one company (section 8), one group per (user, course) with the enrolment
+# facts; {where} narrows the users. Integers of the scope are inlined (they are ints we built).
+_PAIRS = """
+SELECT ue.userid AS userid, e.courseid AS courseid,
+       MIN(CASE WHEN ue.timestart > 0 THEN ue.timestart END) AS min_timestart,
+       MIN(ue.timecreated) AS min_timecreated
+FROM {{t:company_users}} cu
+JOIN {{t:user}} u ON u.id = cu.userid AND u.deleted = 0 AND u.suspended = 0
+JOIN {{t:user_enrolments}} ue ON ue.userid = cu.userid AND ue.status = 0
+     AND ue.timestart < ? AND (ue.timeend = 0 OR ue.timeend > ?)
+JOIN {{t:enrol}} e ON e.id = ue.enrolid AND e.status = 0 AND e.courseid IN ({courses})
+JOIN {{t:context}} ctx ON ctx.contextlevel = 50 AND ctx.instanceid = e.courseid
+WHERE cu.companyid = ? AND cu.suspended = 0 {where}
+  AND EXISTS (SELECT 1 FROM {{t:role_assignments}} ra
+              WHERE ra.userid = ue.userid AND ra.contextid = ctx.id AND ra.roleid IN ({roles}))
+GROUP BY ue.userid, e.courseid
+"""
+
+_TRACKED = """{t:course_modules} cm JOIN {t:modules} m ON m.id = cm.module
+    WHERE cm.course = p.courseid AND cm.completion > 0 AND cm.deletioninprogress = 0 AND m.visible = 1"""
+
+_VALUES = """
+SELECT p.userid, p.courseid, u.firstname, u.lastname, u.email, c.fullname,
+       cc.timecompleted, cc.timestarted,
+       (SELECT COUNT(*) FROM {t:course_modules_completion} cmc
+          JOIN {t:course_modules} cm ON cm.id = cmc.coursemoduleid JOIN {t:modules} m ON m.id = cm.module
+         WHERE cmc.userid = p.userid AND cm.course = p.courseid AND cm.completion > 0
+           AND cm.deletioninprogress = 0 AND m.visible = 1 AND cmc.completionstate IN (1, 2)) AS done,
+       (SELECT COUNT(*) FROM {tracked}) AS tracked,
+       CASE WHEN EXISTS (SELECT 1 FROM {t:course_modules_completion} cmc
+          JOIN {t:course_modules} cm ON cm.id = cmc.coursemoduleid
+         WHERE cmc.userid = p.userid AND cm.course = p.courseid AND cm.deletioninprogress = 0
+           AND cmc.completionstate > 0) THEN 1 ELSE 0 END AS touched,
+       p.min_timestart, p.min_timecreated
+FROM ({pairs}) p
+JOIN {t:user} u ON u.id = p.userid
+JOIN {t:course} c ON c.id = p.courseid
+LEFT JOIN {t:course_completions} cc ON cc.userid = p.userid AND cc.course = p.courseid
+ORDER BY p.userid, p.courseid
+""".replace("{tracked}", _TRACKED)
+
+
+def live_rows(engine: Engine, scope: Scope, now: int, *, after: Key = (0, 0), upto_user: int | None = None,
+              users: Iterable[int] | None = None, limit: int | None = None) -> list[Progress]:
+    """In-scope pairs with their values, in key order.
+
+    Either a window: keys > `after` whose user is ≤ `upto_user` (None: no bound), at most `limit`;
+    or the pairs of an explicit set of `users`."""
+    if scope.empty:
+        return []
+    params: list = [now, now, scope.companyid]
+    if users is not None:
+        users = sorted(set(users))
+        if not users:
+            return []
+        where = f"AND cu.userid IN ({_in(users)})"
+    else:
+        where = "AND cu.userid >= ?"
+        params.append(after[0])
+        if upto_user is not None:
+            where += " AND cu.userid <= ?"
+            params.append(upto_user)
+    pairs = _PAIRS.format(courses=_in(scope.courses), roles=_in(scope.roles), where=where)
+    if users is None:
+        pairs = f"SELECT * FROM ({pairs}) g WHERE g.userid > ? OR (g.userid = ? AND g.courseid > ?)"
+        params += [after[0], after[0], after[1]]
+        if limit is not None:
+            pairs += f" ORDER BY g.userid, g.courseid LIMIT {int(limit)}"
+    return [progress(*row) for row in engine.rows(_VALUES.replace("{pairs}", pairs), params)]
+
+
+def count_scope_union(engine: Engine, scope: Scope, now: int) -> int:
+    """Keys in the union of live scope and the company's reporting rows (tasks.md 10.3 total)."""
+    rep = "SELECT userid, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ?"
+    if scope.empty:
+        return int(engine.scalar(f"SELECT COUNT(*) FROM ({rep}) r", (scope.companyid,)))
+    pairs = _PAIRS.format(courses=_in(scope.courses), roles=_in(scope.roles), where="")
+    live = f"SELECT g.userid, g.courseid FROM ({pairs}) g"
+    return int(engine.scalar(f"SELECT COUNT(*) FROM ({live} UNION {rep}) k",
+                             (now, now, scope.companyid, scope.companyid)))
+
+
+def member_window_end(engine: Engine, companyid: int, after_user: int, size: int) -> int | None:
+    """The user id `size` membership rows after `after_user`, bounding one batch's users;
+    None when fewer remain (the window reaches the end)."""
+    return engine.scalar(
+        f"SELECT userid FROM {{t:company_users}} WHERE companyid = ? AND userid > ? "
+        f"ORDER BY userid LIMIT 1 OFFSET {int(size)}", (companyid, after_user))

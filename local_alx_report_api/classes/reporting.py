@@ -1,0 +1,193 @@
+"""Writing reporting rows under the writer rules W1–W4 (sync-and-cache.md section 4) and the
+full company sync that populate, reconcile and first syncs share (tasks.md section 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from local_alx_report_api.classes import sequence
+from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows, member_window_end
+from moodle_core.engines import Engine
+
+INF: Key = (2**62, 2**62)
+_COLUMNS = ("id", "userid", "courseid", "firstname", "lastname", "email", "coursename",
+            "timecompleted", "timestarted", "percentage", "status", "is_deleted")
+
+
+@dataclass
+class Counts:
+    checked: int = 0
+    inserted: int = 0
+    updated: int = 0
+    reactivated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+
+    def add(self, other: Counts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    @property
+    def changed(self) -> int:
+        return self.inserted + self.updated + self.reactivated + self.deleted
+
+    def as_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+@dataclass
+class StoredRow:
+    id: int
+    values: tuple  # REPORTED order, percentage in hundredths
+    is_deleted: bool
+
+
+def _hundredths(value) -> int:
+    return int((Decimal(str(value)) * 100).to_integral_value())
+
+
+def stored_rows(engine: Engine, companyid: int, after: Key, upto: Key | None = None,
+                limit: int | None = None) -> dict[Key, StoredRow]:
+    """The company's reporting rows with key > after (and ≤ upto), in key order."""
+    sql = (f"SELECT {', '.join(_COLUMNS)} FROM {{t:local_alx_api_reporting}} WHERE companyid = ? "
+           "AND userid >= ? AND (userid > ? OR (userid = ? AND courseid > ?))")
+    params = [companyid, after[0], after[0], after[0], after[1]]
+    if upto is not None and upto != INF:
+        sql += " AND userid <= ? AND (userid < ? OR (userid = ? AND courseid <= ?))"
+        params += [upto[0], upto[0], upto[0], upto[1]]
+    sql += " ORDER BY userid, courseid"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    out = {}
+    for rid, userid, courseid, fn, ln, em, cn, tc, ts, pct, st, deleted in engine.rows(sql, params):
+        out[(userid, courseid)] = StoredRow(rid, (fn, ln, em, cn, int(tc), int(ts), _hundredths(pct), st), bool(deleted))
+    return out
+
+
+def stored_rows_for(engine: Engine, companyid: int, keys: Iterable[Key]) -> dict[Key, StoredRow]:
+    """Stored rows of an explicit key set (read by user, filtered by course)."""
+    keys = set(keys)
+    out: dict[Key, StoredRow] = {}
+    users = sorted({u for u, _ in keys})
+    for start in range(0, len(users), 500):
+        part = users[start:start + 500]
+        marks = ", ".join("?" * len(part))
+        for row in engine.rows(f"SELECT {', '.join(_COLUMNS)} FROM {{t:local_alx_api_reporting}} "
+                               f"WHERE companyid = ? AND userid IN ({marks})", [companyid, *part]):
+            rid, userid, courseid, fn, ln, em, cn, tc, ts, pct, st, deleted = row
+            if (userid, courseid) in keys:
+                out[(userid, courseid)] = StoredRow(rid, (fn, ln, em, cn, int(tc), int(ts), _hundredths(pct), st),
+                                                    bool(deleted))
+    return out
+
+
+def write_batch(engine: Engine, companyid: int, now: int, keys: list[Key], live: dict[Key, Progress],
+                stored: Callable[[], dict[Key, StoredRow]], on_commit: Callable[[], None] | None = None) -> Counts:
+    """Make the reporting rows of `keys` match `live` (absent = out of scope), in one transaction.
+
+    Only real changes are written (W2); each gets the next value of the company's counter in key
+    order (W1); the counter row lock orders commits (W3, W4). `stored` is read inside the
+    transaction. `on_commit` runs inside it after the writes (e.g. to store a resume key)."""
+    counts = Counts(checked=len(keys))
+    if not keys:
+        return counts
+    with engine.write_transaction():
+        current = stored()
+        inserts, updates = [], []
+        for key in keys:
+            row, new = current.get(key), live.get(key)
+            if new is not None:
+                if row is None:
+                    inserts.append(new)
+                    counts.inserted += 1
+                elif row.is_deleted:
+                    updates.append((row.id, new.values(), 0))
+                    counts.reactivated += 1
+                elif row.values != new.values():
+                    updates.append((row.id, new.values(), 0))
+                    counts.updated += 1
+                else:
+                    counts.unchanged += 1
+            elif row is not None and not row.is_deleted:
+                updates.append((row.id, row.values, 1))
+                counts.deleted += 1
+            elif row is not None:
+                counts.unchanged += 1
+        changes = len(inserts) + len(updates)
+        if changes:
+            seq = sequence.reserve(engine, companyid, changes)
+            _insert(engine, companyid, now, inserts, seq)
+            _update(engine, now, updates, seq + len(inserts))
+        if on_commit:
+            on_commit()
+    return counts
+
+
+def _pct(hundredths: int) -> str:
+    return f"{hundredths // 100}.{hundredths % 100:02d}"
+
+
+def _insert(engine: Engine, companyid: int, now: int, rows: list[Progress], seq: int) -> None:
+    engine.insert_rows("local_alx_api_reporting",
+                       ["userid", "companyid", "courseid", "firstname", "lastname", "email", "coursename",
+                        "timecompleted", "timestarted", "percentage", "status", "last_updated", "is_deleted",
+                        "created_at", "updated_at", "change_seq"],
+                       [(p.userid, companyid, p.courseid, p.firstname, p.lastname, p.email, p.coursename,
+                         p.timecompleted, p.timestarted, _pct(p.percentage), p.status, now, 0, now, now, seq + i)
+                        for i, p in enumerate(rows)])
+
+
+def _update(engine: Engine, now: int, rows: list[tuple], seq: int) -> None:
+    engine.executemany(
+        "UPDATE {t:local_alx_api_reporting} SET firstname = ?, lastname = ?, email = ?, coursename = ?, "
+        "timecompleted = ?, timestarted = ?, percentage = ?, status = ?, is_deleted = ?, last_updated = ?, "
+        "updated_at = ?, change_seq = ? WHERE id = ?",
+        [(*values[:6], _pct(values[6]), values[7], deleted, now, now, seq + i, rid)
+         for i, (rid, values, deleted) in enumerate(rows)])
+
+
+def purge_cache(engine: Engine, companyid: int) -> None:
+    engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE companyid = ?", (companyid,))
+
+
+@dataclass
+class Batch:
+    """One step of a full company sync: the keys it covered and what it changed."""
+
+    upto: Key
+    counts: Counts = field(default_factory=Counts)
+
+
+def full_sync(engine: Engine, scope: Scope, now: int, batch_size: int, *, after: Key = (0, 0),
+              on_batch: Callable[[Batch], None] | None = None,
+              should_stop: Callable[[], bool] = lambda: False) -> tuple[Counts, Key]:
+    """Walk the union of live scope and stored rows in key order, batch by batch (tasks.md 6).
+
+    Two key-ordered streams are merged without loading the company: a window of live pairs and
+    the stored rows after `after`; each batch covers keys up to the point where both streams are
+    known, at most `batch_size` keys. Returns the totals and the resume key (INF when done)."""
+    total = Counts()
+    companyid = scope.companyid
+    while after != INF and not should_stop():
+        upto_user = member_window_end(engine, companyid, after[0], batch_size)
+        live = live_rows(engine, scope, now, after=after, upto_user=upto_user, limit=batch_size)
+        live_bound = live[-1].key if len(live) == batch_size else ((upto_user, INF[1]) if upto_user else INF)
+        rep = stored_rows(engine, companyid, after, limit=batch_size)
+        rep_bound = list(rep)[-1] if len(rep) == batch_size else INF
+        bound = min(live_bound, rep_bound)
+        keys = sorted({p.key for p in live if p.key <= bound} | {k for k in rep if k <= bound})
+        if len(keys) > batch_size:
+            keys = keys[:batch_size]
+            bound = keys[-1]
+        wanted = {p.key: p for p in live if p.key <= bound}
+        counts = write_batch(engine, companyid, now, keys, wanted,
+                             lambda start=after, upto=bound: stored_rows(engine, companyid, start, upto))
+        if counts.changed:
+            purge_cache(engine, companyid)
+        total.add(counts)
+        after = bound
+        if on_batch:
+            on_batch(Batch(bound, counts))
+    return total, after

@@ -1,0 +1,196 @@
+"""The `alx-report-api` command: the composition root that wires settings, database, the Moodle
+read model and the plugin together. Nothing imports this module."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from local_alx_report_api import settings as plugin_settings
+from local_alx_report_api.classes import installer
+from local_alx_report_api.classes.populate import populate
+from moodle_core import engines, generator
+from moodle_core.config import ConfigError, settings_path
+from moodle_core.moodle import Moodle
+
+log = logging.getLogger("alx_report_api")
+
+
+class CliError(Exception):
+    """One clear line for the user; `code` is the exit status."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _positive(low: int, high: int, name: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be an integer, got '{text}'") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{name} must be between {low} and {high}, got {value}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alx-report-api", description="Moodle/IOMAD course progress API service.")
+    parser.add_argument("--config", metavar="PATH", help="settings file (default: $ALX_REPORT_API_SETTINGS or ./settings.ini)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("settings", help="print the effective settings and where each value came from")
+    p = sub.add_parser("install", help="create or adopt the plugin tables and record the schema version")
+    p.add_argument("--enable-webservices", action="store_true", help="switch Moodle's web services and REST on")
+    p = sub.add_parser("demo-site", help="write a generated Moodle + IOMAD demo site into the configured database")
+    p.add_argument("--companies", type=_positive(1, 100000, "--companies"), default=3)
+    p.add_argument("--users", type=_positive(0, 10000000, "--users"), default=60)
+    p.add_argument("--courses", type=_positive(1, 100000, "--courses"), default=8)
+    p.add_argument("--enrolments-per-user", type=_positive(0, 1000, "--enrolments-per-user"), default=3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--admin-password", default="Admin#12345")
+    p = sub.add_parser("populate", help="build the reporting table from the live Moodle tables")
+    p.add_argument("--companyid", type=_positive(1, 2**62, "--companyid"), action="append",
+                   help="company to populate (repeatable; default all)")
+    p.add_argument("--batch-size", type=_positive(100, 5000, "--batch-size"))
+    p.add_argument("--quiet", action="store_true", help="print only the final summary")
+    return parser
+
+
+class Context:
+    """Settings, database and Moodle read model for one command."""
+
+    def __init__(self, args, create: bool = False):
+        self.settings = plugin_settings.load(settings_path(args.config, os.environ))
+        db = self.settings.database
+        self.engine = engines.connect(db.url, db.prefix, create=create)
+        self._moodle = None
+
+    @property
+    def moodle(self) -> Moodle:
+        if self._moodle is None:
+            self._moodle = Moodle(self.engine, self.settings.database.iomad_schema)
+        return self._moodle
+
+    def clock(self):
+        zone = ZoneInfo(self.moodle.site_timezone(self.settings.site.timezone)[0])
+        return lambda: datetime.fromtimestamp(time.time(), zone).strftime("%Y-%m-%d %H:%M:%S")
+
+    def require_plugin(self) -> None:
+        if not self.engine.table_exists("local_alx_api_reporting"):
+            raise CliError(f"The plugin tables are not installed (table {self.engine.prefix}local_alx_api_reporting "
+                           "is missing): run alx-report-api install")
+
+
+def cmd_settings(args) -> int:
+    settings = plugin_settings.load(settings_path(args.config, os.environ))
+    print(f"# settings file: {settings.path}" + ("" if os.path.exists(settings.path or "") else " (not found: defaults)"))
+    section = None
+    for sec, name, value, source in settings.describe():
+        if sec != section:
+            print(f"[{sec}]")
+            section = sec
+        print(f"{name} = {value}    ; {source}")
+    return 0
+
+
+def cmd_install(args) -> int:
+    ctx = Context(args)
+    ctx.moodle.require_tables()
+    try:
+        report = installer.install(ctx.engine, int(time.time()))
+    except installer.InstallError as exc:
+        raise CliError(str(exc)) from exc
+    for line in report.lines or ["Nothing to do: the plugin tables are up to date"]:
+        print(line)
+    return 0
+
+
+def cmd_demo_site(args) -> int:
+    ctx = Context(args, create=True)
+    existing = ctx.engine.prefix + "user"
+    if existing in ctx.engine.tables():
+        raise CliError(f"The database already holds a Moodle site (table {existing} exists): "
+                       "point [database] url at an empty database")
+    started = time.time()
+    site = generator.generate(ctx.engine, companies=args.companies, users=args.users, courses=args.courses,
+                              enrolments_per_user=args.enrolments_per_user, seed=args.seed,
+                              admin_password=args.admin_password, progress=print)
+    installer.install(ctx.engine, int(time.time()))
+    print(f"Demo site written to {ctx.engine.describe()} in {time.time() - started:.1f} s: "
+          f"{len(site.companies)} companies, {site.users} learners, {site.enrolments} enrolments")
+    print(f"Site admin: admin / {site.admin_password}")
+    for token, username, companyid in site.tokens[:20]:
+        print(f"Token for {username} (company {companyid}): {token}")
+    if len(site.tokens) > 20:
+        print(f"... and {len(site.tokens) - 20} more tokens (one per company manager)")
+    return 0
+
+
+def cmd_populate(args) -> int:
+    ctx = Context(args)
+    ctx.moodle.require_tables()
+    ctx.require_plugin()
+    plugin = ctx.settings.local_alx_report_api
+    companies = ctx.moodle.companies()
+    if args.companyid:
+        known = {c.id for c in companies}
+        for cid in args.companyid:
+            if cid not in known:
+                raise CliError(f"--companyid: company {cid} does not exist", 2)
+        companies = [c for c in companies if c.id in set(args.companyid)]
+    stamp = ctx.clock()
+    bar = _progress_bar() if sys.stdout.isatty() and not args.quiet else None
+
+    def emit(level: str, text: str) -> None:
+        if args.quiet and not text.startswith("Finished"):
+            return
+        line = f"[{stamp()}] {text}"
+        if bar is not None:
+            bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def on_progress(state) -> None:
+        if bar is not None:
+            bar.total = 1000
+            bar.n = int(state.percent * 10)
+            bar.refresh()
+
+    state = populate(ctx.engine, companies, batch_size=args.batch_size or plugin.sync_batch_size,
+                     report_roles=plugin.report_roles, now=lambda: int(time.time()),
+                     lock_wait=plugin.max_sync_time + 60, emit=emit, on_progress=on_progress)
+    if bar is not None:
+        bar.close()
+    return 1 if state.errors else 0
+
+
+def _progress_bar():
+    from tqdm import tqdm
+    return tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", leave=False)
+
+
+COMMANDS = {"settings": cmd_settings, "install": cmd_install, "demo-site": cmd_demo_site, "populate": cmd_populate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, ConfigError) as exc:
+        print(f"alx-report-api: {exc}", file=sys.stderr)
+        return getattr(exc, "code", 1)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,477 @@
+"""Every difference between SQLite, PostgreSQL and MariaDB/MySQL lives here: URLs and
+connections, XMLDB type mapping and DDL, introspection, write transactions, named locks and
+which errors are transient."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import peewee
+
+from moodle_core.config import ConfigError
+
+SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql",
+           "mariadb": "mariadb", "mysql": "mariadb"}
+NEVER = 7952342400
+
+
+class LockBusy(Exception):
+    """A named lock is held by someone else."""
+
+
+def _hash_suffix(name: str, limit: int) -> str:
+    """Cut an identifier to `limit` characters, ending in an 8-hex hash of the full name."""
+    if len(name) <= limit:
+        return name
+    return name[: limit - 9] + "_" + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column as the database reports it, normalised for comparisons."""
+
+    name: str
+    kind: str  # int, char, text, number
+    length: int | None
+    notnull: bool
+    default: object
+
+
+class Engine:
+    """One database, reached through peewee, with the engine-specific SQL it needs."""
+
+    kind = ""
+    max_identifier = 63
+
+    def __init__(self, db: peewee.Database, url: str, prefix: str):
+        self.db = db
+        self.url = url
+        self.prefix = prefix
+        self.aliases: dict[str, str] = {}  # logical → physical name (IOMAD 5.x renames)
+
+    # -- SQL text -------------------------------------------------------------------------
+    def quote(self, name: str) -> str:
+        return f'"{name}"'
+
+    def table(self, name: str) -> str:
+        """The quoted physical name of a Moodle or plugin table."""
+        return self.quote(self.prefix + self.aliases.get(name, name))
+
+    def sql(self, text: str) -> str:
+        """Queries are written with `?` placeholders and `{t:name}` for prefixed tables."""
+        text = re.sub(r"\{t:(\w+)\}", lambda m: self.table(m.group(1)), text)
+        return text if self.db.param == "?" else text.replace("%", "%%").replace("?", self.db.param)
+
+    def execute(self, text: str, params=()):
+        return self.db.execute_sql(self.sql(text), tuple(params))
+
+    def rows(self, text: str, params=()) -> list[tuple]:
+        return list(self.execute(text, params).fetchall())
+
+    def scalar(self, text: str, params=()):
+        row = self.execute(text, params).fetchone()
+        return row[0] if row else None
+
+    def executemany(self, text: str, seq) -> None:
+        seq = list(seq)
+        if seq:
+            cursor = self.db.cursor()
+            cursor.executemany(self.sql(text), seq)
+
+    def insert_rows(self, table: str, columns: list[str], rows: list[tuple], chunk: int = 500) -> None:
+        """Multi-row INSERT in chunks: one round trip per chunk on every engine."""
+        cols = ", ".join(self.quote(c) for c in columns)
+        one = "(" + ", ".join([self.db.param] * len(columns)) + ")"
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            text = f"INSERT INTO {self.table(table)} ({cols}) VALUES " + ", ".join([one] * len(part))
+            self.db.execute_sql(text, [v for row in part for v in row])
+
+    def reset_sequence(self, table: str) -> None:
+        """After rows were inserted with explicit ids, make the next generated id follow them."""
+
+    def analyze(self, tables: list[str]) -> None:
+        """Refresh planner statistics after bulk writes (a fresh table otherwise looks empty)."""
+        for table in tables:
+            self.db.execute_sql(f"ANALYZE {self.table(table)}")
+
+    # -- transactions ---------------------------------------------------------------------
+    def write_transaction(self):
+        """A transaction that writes; on SQLite it takes the write lock at BEGIN."""
+        return self.db.atomic()
+
+    def transient(self, exc: BaseException) -> bool:
+        """Errors worth retrying: lost connections, deadlocks, lock timeouts, busy files."""
+        return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError))
+
+    # -- DDL ------------------------------------------------------------------------------
+    def column_type(self, field: dict) -> str:
+        raise NotImplementedError
+
+    def column_sql(self, field: dict) -> str:
+        if field.get("sequence"):
+            return self.serial_sql(field["name"])
+        parts = [self.quote(field["name"]), self.column_type(field)]
+        if field.get("notnull"):
+            parts.append("NOT NULL")
+        if field.get("default") is not None:
+            parts.append("DEFAULT " + self.literal(field["default"]))
+        return " ".join(parts)
+
+    def literal(self, value) -> str:
+        if isinstance(value, str):
+            return "'" + value.replace("'", "''") + "'"
+        return str(value)
+
+    def serial_sql(self, name: str) -> str:
+        raise NotImplementedError
+
+    def stored_kind(self, field: dict) -> str:
+        """How the engine reports an XMLDB field's kind back (SQLite stores char as TEXT)."""
+        return _kind_of(self.column_type(field))
+
+    def table_options(self) -> str:
+        return ""
+
+    def create_table_sql(self, table: dict) -> str:
+        cols = ",\n  ".join(self.column_sql(f) for f in table["fields"])
+        return f"CREATE TABLE {self.table(table['name'])} (\n  {cols}\n){self.table_options()}"
+
+    def index_name(self, table: str, index: str) -> str:
+        return _hash_suffix(f"{self.prefix}{table}_{index}", self.max_identifier)
+
+    def create_index_sql(self, table: str, index: dict) -> str:
+        unique = "UNIQUE " if index.get("unique") else ""
+        cols = ", ".join(self.quote(c) for c in index["fields"])
+        name = self.quote(self.index_name(table, index["name"]))
+        return f"CREATE {unique}INDEX {name} ON {self.table(table)} ({cols})"
+
+    def add_column_sql(self, table: str, field: dict) -> str:
+        return f"ALTER TABLE {self.table(table)} ADD COLUMN {self.column_sql(field)}"
+
+    def widen_column_sql(self, table: str, field: dict) -> str | None:
+        raise NotImplementedError
+
+    # -- introspection --------------------------------------------------------------------
+    def table_exists(self, name: str) -> bool:
+        return (self.prefix + name) in set(self.db.get_tables())
+
+    def tables(self) -> set[str]:
+        return set(self.db.get_tables())
+
+    def columns(self, name: str) -> dict[str, Column]:
+        raise NotImplementedError
+
+    def indexes(self, name: str) -> list[tuple[str, tuple[str, ...], bool]]:
+        """(physical name, columns, unique) of every index of the table."""
+        return [(i.name, tuple(i.columns), bool(i.unique))
+                for i in self.db.get_indexes(self.prefix + name)]
+
+    # -- named locks ----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, timeout: float = 0.0):
+        """Hold the named lock for the block. Raises LockBusy if it stays taken `timeout` s.
+
+        The lock belongs to a dedicated connection (or open file), so it is released when the
+        block ends, when the holder fails, and when its process dies."""
+        handle = self._acquire(name, timeout)
+        try:
+            yield
+        finally:
+            self._release(handle)
+
+    def _acquire(self, name: str, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            handle = self._try_acquire(name)
+            if handle is not None:
+                return handle
+            if time.monotonic() >= deadline:
+                raise LockBusy(name)
+            time.sleep(min(0.2, max(0.01, deadline - time.monotonic())))
+
+    def _try_acquire(self, name: str):
+        raise NotImplementedError
+
+    def _release(self, handle) -> None:
+        raise NotImplementedError
+
+    def _side_connection(self) -> peewee.Database:
+        side = type(self.db)(self.db.database, **self.db.connect_params)
+        side.connect()
+        return side
+
+    def describe(self) -> str:
+        """The URL without its password, for messages."""
+        parts = urlsplit(self.url)
+        netloc = parts.hostname or ""
+        if parts.username:
+            netloc = f"{parts.username}@{netloc}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+class SqliteEngine(Engine):
+    kind = "sqlite"
+
+    def write_transaction(self):
+        return self.db.atomic("IMMEDIATE")
+
+    def column_type(self, field):
+        return {"int": "INTEGER", "char": "TEXT", "text": "TEXT", "number": "NUMERIC"}[field["type"]]
+
+    def serial_sql(self, name):
+        return f"{self.quote(name)} INTEGER PRIMARY KEY AUTOINCREMENT"
+
+    def widen_column_sql(self, table, field):
+        return None  # SQLite types are not enforced: nothing to widen
+
+    def analyze(self, tables):
+        self.db.execute_sql("ANALYZE")
+
+    def columns(self, name):
+        out = {}
+        for _cid, col, decl, notnull, default, pk in self.rows(f"PRAGMA table_info({self.table(name)})"):
+            out[col] = Column(col, _kind_of(decl), _length_of(decl), bool(notnull or pk), _unquote(default))
+        return out
+
+    def transient(self, exc):
+        text = str(exc).lower()
+        return isinstance(exc, peewee.OperationalError) and ("locked" in text or "busy" in text)
+
+    def _lock_path(self, name: str) -> Path:
+        return Path(f"{self.db.database}.{re.sub(r'[^A-Za-z0-9_.-]', '_', self.prefix + name)}.lock")
+
+    def _try_acquire(self, name):
+        handle = open(self._lock_path(name), "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return None
+        return handle
+
+    def _release(self, handle):
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        handle.close()
+
+
+class PostgresEngine(Engine):
+    kind = "postgresql"
+
+    def column_type(self, field):
+        n = field.get("length") or 0
+        if field["type"] == "int":
+            return "BIGINT" if n >= 10 else "INTEGER" if n >= 5 else "SMALLINT"
+        if field["type"] == "char":
+            return f"VARCHAR({n})"
+        if field["type"] == "number":
+            return f"NUMERIC({n},{field.get('decimals', 0)})"
+        return "TEXT"
+
+    def serial_sql(self, name):
+        return f"{self.quote(name)} BIGSERIAL PRIMARY KEY"
+
+    def reset_sequence(self, table):
+        self.execute(f"SELECT setval(pg_get_serial_sequence('{self.prefix}{self.aliases.get(table, table)}', 'id'), "
+                     f"GREATEST((SELECT COALESCE(MAX(id), 0) FROM {{t:{table}}}), 1))")
+
+    def widen_column_sql(self, table, field):
+        return (f"ALTER TABLE {self.table(table)} ALTER COLUMN {self.quote(field['name'])} "
+                f"TYPE {self.column_type(field)}")
+
+    def columns(self, name):
+        rows = self.rows(
+            "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default, "
+            "numeric_precision FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = ?", (self.prefix + name,))
+        out = {}
+        for col, dtype, length, nullable, default, precision in rows:
+            kind = _kind_of(dtype)
+            size = length if kind == "char" else {"bigint": 10, "integer": 5, "smallint": 4}.get(dtype, precision)
+            out[col] = Column(col, kind, size, nullable == "NO", _unquote(default))
+        return out
+
+    def transient(self, exc):
+        if isinstance(exc, peewee.InterfaceError):
+            return True
+        code = getattr(getattr(exc, "orig", None) or exc, "pgcode", None) or ""
+        return isinstance(exc, peewee.OperationalError) or code in ("40001", "40P01", "55P03")
+
+    def _lock_key(self, name: str) -> int:
+        digest = hashlib.sha256((self.prefix + name).encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def _try_acquire(self, name):
+        side = self._side_connection()
+        got = side.execute_sql("SELECT pg_try_advisory_lock(%s)", (self._lock_key(name),)).fetchone()[0]
+        if got:
+            return side
+        side.close()
+        return None
+
+    def _release(self, handle):
+        handle.close()  # closing the session releases its advisory locks
+
+
+class MariaEngine(Engine):
+    kind = "mariadb"
+    max_identifier = 64
+
+    def quote(self, name):
+        return f"`{name}`"
+
+    def column_type(self, field):
+        n = field.get("length") or 0
+        if field["type"] == "int":
+            return "BIGINT" if n >= 10 else "INT" if n >= 5 else "SMALLINT" if n >= 3 else "TINYINT"
+        if field["type"] == "char":
+            return f"VARCHAR({n})"
+        if field["type"] == "number":
+            return f"DECIMAL({n},{field.get('decimals', 0)})"
+        return "LONGTEXT"
+
+    def serial_sql(self, name):
+        return f"{self.quote(name)} BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY"
+
+    def analyze(self, tables):
+        for table in tables:
+            self.db.execute_sql(f"ANALYZE TABLE {self.table(table)}").fetchall()
+
+    def table_options(self):
+        return " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+
+    def widen_column_sql(self, table, field):
+        return f"ALTER TABLE {self.table(table)} MODIFY COLUMN {self.column_sql(field)}"
+
+    def index_name(self, table, index):
+        return _hash_suffix(f"{self.prefix}{table}_{index}", 63)
+
+    def columns(self, name):
+        rows = self.rows(
+            "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default, "
+            "numeric_precision FROM information_schema.columns "
+            "WHERE table_schema = DATABASE() AND table_name = ?", (self.prefix + name,))
+        out = {}
+        for col, dtype, length, nullable, default, precision in rows:
+            kind = _kind_of(dtype)
+            size = length if kind == "char" else {"bigint": 10, "int": 5, "mediumint": 5, "smallint": 4,
+                                                  "tinyint": 2}.get(dtype, precision)
+            out[col] = Column(col, kind, size, nullable == "NO", _unquote(default))
+        return out
+
+    def transient(self, exc):
+        if isinstance(exc, peewee.InterfaceError):
+            return True
+        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+        return code in (1205, 1213, 2002, 2003, 2006, 2013, 2055) or (
+            isinstance(exc, peewee.OperationalError) and code >= 2000)
+
+    def _lock_name(self, name: str) -> str:
+        full = f"{self.db.database}{self.prefix}{name}"
+        return full if len(full) <= 64 else hashlib.sha256(full.encode()).hexdigest()
+
+    def _try_acquire(self, name):
+        side = self._side_connection()
+        got = side.execute_sql("SELECT GET_LOCK(%s, 0)", (self._lock_name(name),)).fetchone()[0]
+        if got == 1:
+            return side
+        side.close()
+        return None
+
+    def _release(self, handle):
+        handle.close()  # a closed session frees its GET_LOCK locks
+
+
+def _kind_of(decl: str) -> str:
+    decl = (decl or "").lower()
+    if "int" in decl:
+        return "int"
+    if "char" in decl:
+        return "char"
+    if "numeric" in decl or "decimal" in decl:
+        return "number"
+    return "text"
+
+
+def _length_of(decl: str) -> int | None:
+    match = re.search(r"\((\d+)", decl or "")
+    return int(match.group(1)) if match else None
+
+
+def _unquote(default):
+    if default is None:
+        return None
+    text = str(default)
+    text = re.sub(r"::[\w ]+(\(\d+\))?$", "", text)  # PostgreSQL casts: 'x'::character varying
+    if len(text) >= 2 and text[0] == text[-1] == "'":
+        return text[1:-1].replace("''", "'")
+    if text.upper() == "NULL":
+        return None
+    return text
+
+
+def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool = False) -> Engine:
+    """Open the database a URL names. Raises ConfigError with one clear line on failure.
+
+    An SQLite file must already exist unless `create` is set (only the demo-site generator
+    creates databases), so a mistyped path never leaves an empty file behind."""
+    parts = urlsplit(url)
+    kind = SCHEMES.get(parts.scheme.lower())
+    if kind is None:
+        raise ConfigError(f"Unsupported database URL '{url}': use sqlite:///path, "
+                          "postgresql://user:pass@host:5432/db or mariadb://user:pass@host:3306/db")
+    if not re.fullmatch(r"[a-z0-9_]*", prefix):
+        raise ConfigError(f"Invalid value for [database] prefix: expected lower-case letters, digits "
+                          f"and underscores, got '{prefix}'")
+    if kind == "sqlite":
+        path = unquote(url.split("://", 1)[1])
+        path = path[1:] if path.startswith("/") else path  # sqlite:///rel, sqlite:////abs
+        if not path:
+            raise ConfigError(f"Invalid database URL '{url}': no file path")
+        if check and path != ":memory:" and not Path(path).parent.exists():
+            raise ConfigError(f"Cannot open the database {url}: folder {Path(path).parent} does not exist")
+        if check and not create and path != ":memory:" and not Path(path).exists():
+            raise ConfigError(f"Cannot open the database {url}: file {path} does not exist")
+        db = peewee.SqliteDatabase(path, timeout=5, pragmas={"journal_mode": "wal", "busy_timeout": 5000,
+                                                              "synchronous": "normal"})
+        engine: Engine = SqliteEngine(db, url, prefix)
+    else:
+        name = unquote(parts.path.lstrip("/"))
+        if not name:
+            raise ConfigError(f"Invalid database URL '{url}': no database name")
+        params = {"host": parts.hostname or "localhost", "user": unquote(parts.username or "") or None,
+                  "password": unquote(parts.password or "") or None}
+        if kind == "postgresql":
+            params["port"] = parts.port or 5432
+            db = peewee.PostgresqlDatabase(name, **{k: v for k, v in params.items() if v is not None})
+            engine = PostgresEngine(db, url, prefix)
+        else:
+            params["port"] = parts.port or 3306
+            params["password"] = params["password"] or ""
+            db = peewee.MySQLDatabase(name, charset="utf8mb4", **{k: v for k, v in params.items() if v is not None})
+            engine = MariaEngine(db, url, prefix)
+    if check:
+        try:
+            engine.db.connect(reuse_if_open=True)
+        except Exception as exc:  # driver errors vary; the first line says enough
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"Cannot connect to the database {engine.describe()}: {first}") from exc
+    return engine
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of an sqlite URL, else None."""
+    if not url.startswith("sqlite:"):
+        return None
+    path = unquote(url.split("://", 1)[1])
+    return path[1:] if path.startswith("/") else path
+

@@ -1,0 +1,96 @@
+"""Read model of a Moodle + IOMAD site: table names behind the prefix, peewee models of the core
+tables, Moodle's `config`, the site time zone and IOMAD companies."""
+
+from __future__ import annotations
+
+import logging
+import zoneinfo
+from dataclasses import dataclass
+
+from moodle_core.config import ConfigError
+from moodle_core.engines import Engine
+from moodle_core.moodle_schema import IOMAD5_NAMES, moodle_tables
+from moodle_core.xmldb import make_models
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("user", "course", "course_completions", "course_modules", "modules",
+            "course_modules_completion", "enrol", "user_enrolments", "role", "role_assignments",
+            "context", "config", "company", "company_users", "company_course")
+
+
+@dataclass(frozen=True)
+class Company:
+    id: int
+    shortname: str
+    name: str
+
+
+class Moodle:
+    """The Moodle site behind one database connection."""
+
+    def __init__(self, engine: Engine, iomad_schema: str = "auto"):
+        self.engine = engine
+        self.iomad = self._detect_iomad(iomad_schema)
+        if self.iomad == "5":
+            engine.aliases.update(IOMAD5_NAMES)
+        self.models = make_models(moodle_tables(), engine.db, engine.prefix)
+        for logical, physical in engine.aliases.items():
+            self.models[logical]._meta.table_name = engine.prefix + physical
+
+    def _detect_iomad(self, choice: str) -> str | None:
+        if choice in ("4", "5"):
+            return choice
+        tables = self.engine.tables()
+        if self.engine.prefix + "company" in tables:
+            return "4"
+        if self.engine.prefix + "local_iomad_companies" in tables:
+            return "5"
+        return None
+
+    def missing_tables(self) -> list[str]:
+        """Required tables that are absent, with their physical names."""
+        present = self.engine.tables()
+        names = [self.engine.prefix + self.engine.aliases.get(t, t) for t in REQUIRED]
+        return [n for n in names if n not in present]
+
+    def require_tables(self) -> None:
+        missing = self.missing_tables()
+        if missing:
+            raise ConfigError(f"Not a Moodle/IOMAD database: table {missing[0]} is missing "
+                              f"(prefix '{self.engine.prefix}', {self.engine.describe()})")
+
+    # -- config -------------------------------------------------------------------------------
+    def config(self, name: str) -> str | None:
+        return self.engine.scalar("SELECT value FROM {t:config} WHERE name = ?", (name,))
+
+    def site_timezone(self, override: str = "") -> tuple[str, str]:
+        """(IANA zone, where it came from), settings.md section 1.2."""
+        if override:
+            return override, "settings.ini"
+        value = (self.config("timezone") or "").strip()
+        if value in ("", "99"):
+            return "UTC", "Moodle config (server time: UTC)"
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            log.warning("Moodle config timezone %r is not an IANA zone name; using UTC", value)
+            return "UTC", f"Moodle config ({value!r} is not an IANA zone: UTC)"
+        return value, "Moodle config"
+
+    # -- IOMAD --------------------------------------------------------------------------------
+    def companies(self) -> list[Company]:
+        return [Company(*row) for row in self.engine.rows(
+            "SELECT id, shortname, name FROM {t:company} ORDER BY id")]
+
+    def company(self, companyid: int) -> Company | None:
+        row = self.engine.execute("SELECT id, shortname, name FROM {t:company} WHERE id = ?",
+                                  (companyid,)).fetchone()
+        return Company(*row) if row else None
+
+    def user_company(self, userid: int) -> Company | None:
+        """The token user's company: the lowest company id among its memberships."""
+        row = self.engine.execute(
+            "SELECT c.id, c.shortname, c.name FROM {t:company_users} cu JOIN {t:company} c ON c.id = cu.companyid "
+            "WHERE cu.userid = ? ORDER BY c.id LIMIT 1", (userid,)).fetchone()
+        return Company(*row) if row else None

@@ -1,0 +1,79 @@
+"""Small hand-made sites for formula and scope tests, written with the generator's row builder."""
+
+from __future__ import annotations
+
+from local_alx_report_api.classes import installer
+from moodle_core.generator import SiteBuilder, moodle_password_hash
+
+NOW = 1732546800  # 2024-11-25 15:00:00 UTC
+_ADMIN_HASH = None
+
+
+def new_site(engine, timezone: str = "99") -> SiteBuilder:
+    """An empty Moodle site (admin, roles, modules, config) with the plugin tables installed."""
+    global _ADMIN_HASH
+    _ADMIN_HASH = _ADMIN_HASH or moodle_password_hash("Admin#12345", 4)
+    b = SiteBuilder(engine)
+    b.create_schema()
+    b.base_site(admin_password_hash=_ADMIN_HASH, timezone=timezone)
+    b.flush()
+    installer.install(engine, NOW)
+    return b
+
+
+def worked_examples(b: SiteBuilder) -> dict:
+    """The site of course-progress.md section 14: company 5 `acme`, course 12 with modules
+    201–204 (204 untracked), course 13 with no tracked module, users 101–108."""
+    ids = {}
+    b.company("Acme Learning Ltd", "acme", companyid=5)
+    b.course("Safety Training", "SAFE", courseid=12)
+    b.course("No Tracking", "NOTR", courseid=13)
+    for cmid, completion in ((201, 1), (202, 2), (203, 2), (204, 0)):
+        b.add("course_modules", id=cmid, course=12, module=1, instance=0, section=0, added=0,
+              completion=completion, deletioninprogress=0)
+    b.add("course_modules", id=301, course=13, module=1, instance=0, section=0, added=0, completion=0,
+          deletioninprogress=0)
+    ids["manual12"] = b.enrol_instance(12, "manual")
+    ids["self12"] = b.enrol_instance(12, "self")
+    ids["manual13"] = b.enrol_instance(13, "manual")
+    b.company_course(5, 12)
+    b.company_course(5, 13)
+    people = {101: ("Sarah", "Connor"), 102: ("Kyle", "Reese"), 103: ("John", "Connor"), 104: ("Miles", "Dyson"),
+              105: ("Marcus", "Wright"), 106: ("Kate", "Brewster"), 107: ("Peter", "Silberman"), 108: ("Danny", "Dyson")}
+    for uid, (first, last) in people.items():
+        b.user(f"u{uid}", first, last, f"{first.lower()}@example.com", userid=uid)
+        b.member(5, uid)
+    b.flush()
+    # A: 2 of 3 tracked done (203 completed-fail; 204 untracked)
+    b.enrol(ids["manual12"], 101, timestart=1705309200, timecreated=1704067200)
+    b.assign(5, 12, 101)
+    for cm, state in ((201, 1), (202, 2), (203, 3), (204, 1)):
+        b.activity(cm, 101, state, 1705400000)
+    # B: course completed
+    b.enrol(ids["manual12"], 102, timestart=1705309200, timecreated=1704067200)
+    b.assign(5, 12, 102)
+    b.activity(201, 102, 1, 1705320000)
+    b.course_completion(102, 12, timestarted=1705309200, timecompleted=1705329000)
+    # C: nothing done
+    b.enrol(ids["manual12"], 103, timestart=0, timecreated=1704067200)
+    b.assign(5, 12, 103)
+    # D: no tracked activities, course started
+    b.enrol(ids["manual13"], 104, timestart=0, timecreated=1704067200)
+    b.assign(5, 13, 104)
+    b.course_completion(104, 13, timestarted=1705309200, timecompleted=None)
+    # E: all tracked done, course not complete
+    b.enrol(ids["manual12"], 105, timestart=0, timecreated=1704067200)
+    b.assign(5, 12, 105)
+    for cm, state in ((201, 1), (202, 2), (203, 1)):
+        b.activity(cm, 105, state, 1705400000)
+    # F: two active enrolments
+    b.enrol(ids["manual12"], 106, timestart=0, timecreated=1704067200)
+    b.enrol(ids["self12"], 106, timestart=1705309200, timecreated=1705309200)
+    b.assign(5, 12, 106)
+    # G: teacher only; ended enrolment
+    b.enrol(ids["manual12"], 107, timestart=0, timecreated=1704067200)
+    b.assign(3, 12, 107)
+    b.enrol(ids["manual12"], 108, timestart=0, timeend=1700000000, timecreated=1690000000)
+    b.assign(5, 12, 108)
+    b.flush()
+    return ids
