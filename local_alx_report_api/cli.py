@@ -41,10 +41,16 @@ def _positive(low: int, high: int, name: str):
     return parse
 
 
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One clear line and exit status 2, instead of usage text."""
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="alx-report-api", description="Moodle/IOMAD course progress API service.")
+    parser = Parser(prog="alx-report-api", description="Moodle/IOMAD course progress API service.")
     parser.add_argument("--config", metavar="PATH", help="settings file (default: $ALX_REPORT_API_SETTINGS or ./settings.ini)")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     sub.add_parser("settings", help="print the effective settings and where each value came from")
     p = sub.add_parser("install", help="create or adopt the plugin tables and record the schema version")
     p.add_argument("--enable-webservices", action="store_true", help="switch Moodle's web services and REST on")
@@ -182,7 +188,10 @@ COMMANDS = {"settings": cmd_settings, "install": cmd_install, "demo-site": cmd_d
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its one line (or --help)
+        return int(exc.code or 0)
     try:
         return COMMANDS[args.command](args)
     except (CliError, ConfigError) as exc:

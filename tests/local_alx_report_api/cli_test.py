@@ -1,0 +1,110 @@
+"""The command line: settings, demo-site, install, populate, and bad input (one clear line,
+a non-zero exit, nothing changed)."""
+
+import pytest
+
+from local_alx_report_api.cli import main
+from moodle_core import engines
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A settings file and an SQLite URL in a scratch folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ALX_DATABASE_URL", raising=False)
+    (tmp_path / "settings.ini").write_text("[database]\nurl = sqlite:///site.sqlite3\n")
+    return tmp_path
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_settings_prints_values_and_sources(site, capsys, monkeypatch):
+    monkeypatch.setenv("ALX_MAIL_SMTP_PASSWORD", "secret")
+    code, out, _ = run(capsys, "settings")
+    assert code == 0
+    assert "url = sqlite:///site.sqlite3    ; settings.ini" in out
+    assert "prefix = mdl_    ; default" in out
+    assert "smtp_password = ********    ; env ALX_MAIL_SMTP_PASSWORD" in out
+
+
+def test_demo_site_install_and_populate(site, capsys):
+    code, out, _ = run(capsys, "demo-site", "--companies", "2", "--users", "30", "--seed", "3")
+    assert code == 0 and "2 companies, 30 learners" in out
+    assert out.count("Token for ") == 2
+    code, out, _ = run(capsys, "install")
+    assert (code, out.strip()) == (0, "Nothing to do: the plugin tables are up to date")
+    code, out, _ = run(capsys, "populate", "--batch-size", "100")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[0].endswith("Populating 2 companies, batch size 100") and lines[0].startswith("[")
+    assert "Finished: 2 companies" in lines[-1] and lines[-1].endswith(" 0 errors")
+    code, out, _ = run(capsys, "populate", "--quiet", "--companyid", "1")
+    assert code == 0 and len(out.strip().splitlines()) == 1 and " 0 inserted" in out
+
+
+def _reporting_rows(path):
+    engine = engines.connect(f"sqlite:///{path}")
+    return engine.rows("SELECT id, change_seq FROM mdl_local_alx_api_reporting ORDER BY id")
+
+
+@pytest.mark.parametrize("argv, message, code", [
+    (["populate", "--companyid", "999"], "alx-report-api: --companyid: company 999 does not exist", 2),
+    (["populate", "--batch-size", "50"],
+     "alx-report-api populate: argument --batch-size: --batch-size must be between 100 and 5000, got 50", 2),
+])
+def test_bad_arguments_change_nothing(site, capsys, argv, message, code):
+    run(capsys, "demo-site", "--companies", "1", "--users", "5")
+    run(capsys, "populate")
+    before = _reporting_rows(site / "site.sqlite3")
+    result = run(capsys, *argv)
+    assert (result[0], result[2].strip()) == (code, message)
+    assert _reporting_rows(site / "site.sqlite3") == before
+
+
+def test_settings_typo_stops_with_one_line(site, capsys):
+    (site / "settings.ini").write_text("[database]\nurll = sqlite:///x.sqlite3\n")
+    code, out, err = run(capsys, "populate")
+    assert (code, out, err.strip()) == (1, "", "alx-report-api: Unknown setting [database] urll")
+
+
+def test_missing_sqlite_file_is_reported_and_not_created(site, capsys):
+    code, _, err = run(capsys, "populate")
+    assert code == 1
+    assert err.strip() == ("alx-report-api: Cannot open the database sqlite:///site.sqlite3: "
+                           "file site.sqlite3 does not exist")
+    assert not (site / "site.sqlite3").exists()
+
+
+@pytest.mark.parametrize("url, start", [
+    ("postgresql://postgres@127.0.0.1:1/nowhere", "alx-report-api: Cannot connect to the database postgresql://postgres@127.0.0.1:1/nowhere: "),
+    ("mariadb://root@127.0.0.1:1/nowhere", "alx-report-api: Cannot connect to the database mariadb://root@127.0.0.1:1/nowhere: "),
+    ("oracle://x@y/z", "alx-report-api: Unsupported database URL 'oracle://x@y/z'"),
+])
+def test_wrong_database_url_gives_one_line(site, capsys, monkeypatch, url, start):
+    monkeypatch.setenv("ALX_DATABASE_URL", url)
+    code, _, err = run(capsys, "populate")
+    assert code == 1 and err.startswith(start) and len(err.strip().splitlines()) == 1
+
+
+def test_missing_tables_are_named(site, capsys):
+    engines.connect("sqlite:///site.sqlite3", create=True).db.execute_sql("CREATE TABLE x (id INTEGER)")
+    code, _, err = run(capsys, "populate")
+    assert code == 1 and err.strip().startswith("alx-report-api: Not a Moodle/IOMAD database: table mdl_user is missing")
+
+
+def test_populate_before_install_says_what_to_do(site, capsys):
+    from moodle_core.generator import generate
+    generate(engines.connect("sqlite:///site.sqlite3", create=True), companies=1, users=3)
+    code, _, err = run(capsys, "populate")
+    assert code == 1 and err.strip() == ("alx-report-api: The plugin tables are not installed (table "
+                                         "mdl_local_alx_api_reporting is missing): run alx-report-api install")
+
+
+def test_demo_site_refuses_a_database_that_holds_a_site(site, capsys):
+    run(capsys, "demo-site", "--companies", "1", "--users", "3")
+    code, _, err = run(capsys, "demo-site")
+    assert code == 1 and "already holds a Moodle site" in err
