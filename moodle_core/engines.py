@@ -112,8 +112,19 @@ class Engine:
         return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError))
 
     # -- DDL ------------------------------------------------------------------------------
+    # XMLDB → SQL type mapping of settings.md section 3: int widths (smallest length first match)
+    int_types: tuple[tuple[int, str], ...] = ((1, "INTEGER"),)
+    char_type, number_type, text_type = "TEXT", "NUMERIC", "TEXT"
+
     def column_type(self, field: dict) -> str:
-        raise NotImplementedError
+        n, kind = field.get("length") or 0, field["type"]
+        if kind == "int":
+            return next(sql for least, sql in self.int_types if n >= least)
+        if kind == "char":
+            return self.char_type.format(n=n)
+        if kind == "number":
+            return self.number_type.format(n=n, d=field.get("decimals", 0))
+        return self.text_type
 
     def column_sql(self, field: dict) -> str:
         if field.get("sequence"):
@@ -166,8 +177,22 @@ class Engine:
     def tables(self) -> set[str]:
         return set(self.db.get_tables())
 
+    int_sizes: dict[str, int] = {}
+    schema_expr = ""
+
     def columns(self, name: str) -> dict[str, Column]:
-        raise NotImplementedError
+        """Columns in table order, from information_schema (SQLite overrides this)."""
+        rows = self.rows(
+            "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default, "
+            "numeric_precision FROM information_schema.columns "
+            f"WHERE table_schema = {self.schema_expr} AND table_name = ? ORDER BY ordinal_position",
+            (self.prefix + self.aliases.get(name, name),))
+        out = {}
+        for col, dtype, length, nullable, default, precision in rows:
+            kind = _kind_of(dtype)
+            size = length if kind == "char" else self.int_sizes.get(dtype, precision)
+            out[col] = Column(col, kind, size, nullable == "NO", _unquote(default))
+        return out
 
     def indexes(self, name: str) -> list[tuple[str, tuple[str, ...], bool]]:
         """(physical name, columns, unique) of every index of the table."""
@@ -225,9 +250,6 @@ class SqliteEngine(Engine):
     def write_transaction(self):
         return self.db.atomic("IMMEDIATE")
 
-    def column_type(self, field):
-        return {"int": "INTEGER", "char": "TEXT", "text": "TEXT", "number": "NUMERIC"}[field["type"]]
-
     def serial_sql(self, name):
         return f"{self.quote(name)} INTEGER PRIMARY KEY AUTOINCREMENT"
 
@@ -267,15 +289,10 @@ class SqliteEngine(Engine):
 class PostgresEngine(Engine):
     kind = "postgresql"
 
-    def column_type(self, field):
-        n = field.get("length") or 0
-        if field["type"] == "int":
-            return "BIGINT" if n >= 10 else "INTEGER" if n >= 5 else "SMALLINT"
-        if field["type"] == "char":
-            return f"VARCHAR({n})"
-        if field["type"] == "number":
-            return f"NUMERIC({n},{field.get('decimals', 0)})"
-        return "TEXT"
+    int_types = ((10, "BIGINT"), (5, "INTEGER"), (0, "SMALLINT"))
+    char_type, number_type = "VARCHAR({n})", "NUMERIC({n},{d})"
+    int_sizes = {"bigint": 10, "integer": 5, "smallint": 4}
+    schema_expr = "current_schema()"
 
     def serial_sql(self, name):
         return f"{self.quote(name)} BIGSERIAL PRIMARY KEY"
@@ -288,17 +305,6 @@ class PostgresEngine(Engine):
         return (f"ALTER TABLE {self.table(table)} ALTER COLUMN {self.quote(field['name'])} "
                 f"TYPE {self.column_type(field)}")
 
-    def columns(self, name):
-        rows = self.rows(
-            "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default, "
-            "numeric_precision FROM information_schema.columns "
-            "WHERE table_schema = current_schema() AND table_name = ?", (self.prefix + name,))
-        out = {}
-        for col, dtype, length, nullable, default, precision in rows:
-            kind = _kind_of(dtype)
-            size = length if kind == "char" else {"bigint": 10, "integer": 5, "smallint": 4}.get(dtype, precision)
-            out[col] = Column(col, kind, size, nullable == "NO", _unquote(default))
-        return out
 
     def transient(self, exc):
         if isinstance(exc, peewee.InterfaceError):
@@ -329,15 +335,10 @@ class MariaEngine(Engine):
     def quote(self, name):
         return f"`{name}`"
 
-    def column_type(self, field):
-        n = field.get("length") or 0
-        if field["type"] == "int":
-            return "BIGINT" if n >= 10 else "INT" if n >= 5 else "SMALLINT" if n >= 3 else "TINYINT"
-        if field["type"] == "char":
-            return f"VARCHAR({n})"
-        if field["type"] == "number":
-            return f"DECIMAL({n},{field.get('decimals', 0)})"
-        return "LONGTEXT"
+    int_types = ((10, "BIGINT"), (5, "INT"), (3, "SMALLINT"), (0, "TINYINT"))
+    char_type, number_type, text_type = "VARCHAR({n})", "DECIMAL({n},{d})", "LONGTEXT"
+    int_sizes = {"bigint": 10, "int": 5, "mediumint": 5, "smallint": 4, "tinyint": 2}
+    schema_expr = "DATABASE()"
 
     def serial_sql(self, name):
         return f"{self.quote(name)} BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY"
@@ -355,18 +356,6 @@ class MariaEngine(Engine):
     def index_name(self, table, index):
         return _hash_suffix(f"{self.prefix}{table}_{index}", 63)
 
-    def columns(self, name):
-        rows = self.rows(
-            "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default, "
-            "numeric_precision FROM information_schema.columns "
-            "WHERE table_schema = DATABASE() AND table_name = ?", (self.prefix + name,))
-        out = {}
-        for col, dtype, length, nullable, default, precision in rows:
-            kind = _kind_of(dtype)
-            size = length if kind == "char" else {"bigint": 10, "int": 5, "mediumint": 5, "smallint": 4,
-                                                  "tinyint": 2}.get(dtype, precision)
-            out[col] = Column(col, kind, size, nullable == "NO", _unquote(default))
-        return out
 
     def transient(self, exc):
         if isinstance(exc, peewee.InterfaceError):

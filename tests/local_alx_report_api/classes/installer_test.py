@@ -164,3 +164,18 @@ def test_moodle_tables_build_on_every_engine(db):
     created = create_tables(db, moodle_tables())
     assert "user" in created and "company_users" in created
     assert db.columns("user_enrolments")["timeend"].default in (2147483647, "2147483647")
+
+
+def test_upgrade_steps_run_once_in_version_order(db, monkeypatch):
+    from local_alx_report_api.db import upgrade
+    installer.install(db, NOW)
+    ran = []
+    monkeypatch.setattr(upgrade, "STEPS", [
+        (2026120200, "second", lambda engine, now: ran.append(2)),
+        (2026120100, "first", lambda engine, now: ran.append(1))])
+    monkeypatch.setattr(installer, "STEPS", upgrade.STEPS)
+    report = installer.install(db, NOW)
+    assert ran == [1, 2]
+    assert report.lines == ["Upgrade step 2026120100: first", "Upgrade step 2026120200: second"]
+    assert installer.installed_version(db) == 2026120200
+    assert installer.install(db, NOW).lines == [] and ran == [1, 2]
