@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from local_alx_report_api import settings as plugin_settings
-from local_alx_report_api.classes import installer
+from local_alx_report_api.classes import installer, webservice_setup
 from local_alx_report_api.classes.populate import populate
 from moodle_core import engines, generator
 from moodle_core.config import ConfigError, settings_path
@@ -109,8 +109,13 @@ def cmd_settings(args) -> int:
 def cmd_install(args) -> int:
     ctx = Context(args)
     ctx.moodle.require_tables()
+    now = int(time.time())
     try:
-        report = installer.install(ctx.engine, int(time.time()))
+        webservice_setup.check(ctx.engine)
+        installer.plan(ctx.engine)
+        report = installer.Report()
+        webservice_setup.prepare(ctx.engine, now, args.enable_webservices, report)
+        report.lines += installer.install(ctx.engine, now).lines
     except installer.InstallError as exc:
         raise CliError(str(exc)) from exc
     for line in report.lines or ["Nothing to do: the plugin tables are up to date"]:

@@ -5,6 +5,7 @@ which errors are transient."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import re
@@ -20,6 +21,21 @@ from moodle_core.config import ConfigError
 SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql",
            "mariadb": "mariadb", "mysql": "mariadb"}
 NEVER = 7952342400
+
+
+# Milliseconds spent in database calls by the current request or task (None: not measuring)
+DB_TIME: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("db_time", default=None)
+
+
+@contextlib.contextmanager
+def measure_db_time():
+    """Accumulate the time of every statement run in this context; yields a one-item list (ms)."""
+    total = [0.0]
+    token = DB_TIME.set(total)
+    try:
+        yield total
+    finally:
+        DB_TIME.reset(token)
 
 
 class LockBusy(Exception):
@@ -70,7 +86,17 @@ class Engine:
         return text if self.db.param == "?" else text.replace("%", "%%").replace("?", self.db.param)
 
     def execute(self, text: str, params=()):
-        return self.db.execute_sql(self.sql(text), tuple(params))
+        return self._run(self.sql(text), tuple(params))
+
+    def _run(self, sql: str, params):
+        total = DB_TIME.get()
+        if total is None:
+            return self.db.execute_sql(sql, params)
+        started = time.perf_counter()
+        try:
+            return self.db.execute_sql(sql, params)
+        finally:
+            total[0] += (time.perf_counter() - started) * 1000
 
     def rows(self, text: str, params=()) -> list[tuple]:
         return list(self.execute(text, params).fetchall())
@@ -84,6 +110,15 @@ class Engine:
         if seq:
             cursor = self.db.cursor()
             cursor.executemany(self.sql(text), seq)
+
+    def insert(self, table: str, values: dict) -> int:
+        """Insert one row; returns its id."""
+        cols = list(values)
+        text = (f"INSERT INTO {self.table(table)} ({', '.join(self.quote(c) for c in cols)}) "
+                f"VALUES ({', '.join([self.db.param] * len(cols))})")
+        if self.kind == "postgresql":
+            return int(self._run(text + " RETURNING id", [values[c] for c in cols]).fetchone()[0])
+        return int(self._run(text, [values[c] for c in cols]).lastrowid)
 
     def insert_rows(self, table: str, columns: list[str], rows: list[tuple], chunk: int = 500) -> None:
         """Multi-row INSERT in chunks: one round trip per chunk on every engine."""
@@ -106,6 +141,13 @@ class Engine:
     def write_transaction(self):
         """A transaction that writes; on SQLite it takes the write lock at BEGIN."""
         return self.db.atomic()
+
+    @contextlib.contextmanager
+    def locked_transaction(self, name: str, timeout: float = 10.0):
+        """A write transaction that first takes a short lock on `name`, held until it ends
+        (serialises e.g. one user's rate-limit admissions across processes and hosts)."""
+        with self.write_transaction():
+            yield
 
     def transient(self, exc: BaseException) -> bool:
         """Errors worth retrying: lost connections, deadlocks, lock timeouts, busy files."""
@@ -312,6 +354,13 @@ class PostgresEngine(Engine):
         code = getattr(getattr(exc, "orig", None) or exc, "pgcode", None) or ""
         return isinstance(exc, peewee.OperationalError) or code in ("40001", "40P01", "55P03")
 
+    @contextlib.contextmanager
+    def locked_transaction(self, name, timeout=10.0):
+        with self.db.atomic():
+            self.execute(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
+            self.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key(name),))
+            yield
+
     def _lock_key(self, name: str) -> int:
         digest = hashlib.sha256((self.prefix + name).encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
@@ -363,6 +412,17 @@ class MariaEngine(Engine):
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
         return code in (1205, 1213, 2002, 2003, 2006, 2013, 2055) or (
             isinstance(exc, peewee.OperationalError) and code >= 2000)
+
+    @contextlib.contextmanager
+    def locked_transaction(self, name, timeout=10.0):
+        lock = self._lock_name(name)
+        if self.scalar("SELECT GET_LOCK(?, ?)", (lock, int(max(timeout, 1)))) != 1:
+            raise peewee.OperationalError(1205, f"lock wait timeout on {name}")
+        try:
+            with self.db.atomic():
+                yield
+        finally:
+            self.execute("SELECT RELEASE_LOCK(?)", (lock,))
 
     def _lock_name(self, name: str) -> str:
         full = f"{self.db.database}{self.prefix}{name}"

@@ -179,7 +179,7 @@ class SiteBuilder:
         for name, value in [("siteadmins", "2"), ("siteguest", "1"), ("defaultuserroleid", "7"),
                             ("mnet_localhost_id", "1"), ("timezone", timezone), ("enablewebservices", "1"),
                             ("webserviceprotocols", "rest"), ("maintenance_enabled", "0"),
-                            ("version", "2024042205.05"), ("release", "4.4.5+ (Build: 20241125)"), ("lang", "en"),
+                            ("version", "2024042205"), ("release", "4.4.5+ (Build: 20241125)"), ("lang", "en"),
                             ("theme", "boost"), ("calendartype", "gregorian"), ("enablecompletion", "1")]:
             self.config(name, value)
 

@@ -69,12 +69,17 @@ def plan_adoption(engine: Engine, table: Table) -> tuple[list[dict], list[dict]]
     return add, widen
 
 
+def plan(engine: Engine) -> dict[str, tuple[list[dict], list[dict]]]:
+    """What adoption would change per existing table; raises InstallError before any change."""
+    present = engine.tables()
+    return {t.name: plan_adoption(engine, t) for t in plugin_tables() if engine.prefix + t.name in present}
+
+
 def install(engine: Engine, now: int) -> Report:
     """Create or adopt the six tables, stamp adopted rows, record the schema version. Idempotent."""
     report = Report()
     tables = plugin_tables()
-    present = engine.tables()
-    plans = {t.name: plan_adoption(engine, t) for t in tables if engine.prefix + t.name in present}
+    plans = plan(engine)
     for table in tables:
         if table.name not in plans:
             for statement in create_statements(engine, table):

@@ -156,11 +156,11 @@ ORDER BY p.userid, p.courseid
 
 
 def live_rows(engine: Engine, scope: Scope, now: int, *, after: Key = (0, 0), upto_user: int | None = None,
-              users: Iterable[int] | None = None, limit: int | None = None) -> list[Progress]:
+              users: Iterable[int] | None = None, limit: int | None = None, offset: int = 0) -> list[Progress]:
     """In-scope pairs with their values, in key order.
 
-    Either a window: keys > `after` whose user is ≤ `upto_user` (None: no bound), at most `limit`;
-    or the pairs of an explicit set of `users`."""
+    Either a window: keys > `after` whose user is ≤ `upto_user` (None: no bound), at most `limit`
+    after skipping `offset`; or the pairs of an explicit set of `users`."""
     if scope.empty:
         return []
     params: list = [now, now, scope.companyid]
@@ -180,7 +180,7 @@ def live_rows(engine: Engine, scope: Scope, now: int, *, after: Key = (0, 0), up
         pairs = f"SELECT * FROM ({pairs}) g WHERE g.userid > ? OR (g.userid = ? AND g.courseid > ?)"
         params += [after[0], after[0], after[1]]
         if limit is not None:
-            pairs += f" ORDER BY g.userid, g.courseid LIMIT {int(limit)}"
+            pairs += f" ORDER BY g.userid, g.courseid LIMIT {int(limit)} OFFSET {int(offset)}"
     return [progress(*row) for row in engine.rows(_VALUES.replace("{pairs}", pairs), params)]
 
 

@@ -1,0 +1,85 @@
+"""The daily request limit per token user (course-progress.md section 12, protocol.md 14)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from local_alx_report_api.classes import company_settings
+from local_alx_report_api.lang import get_string
+from webservice.errors import DmlWriteException, MoodleException
+
+FUNCTION = "local_alx_report_api_get_course_progress"
+
+
+def effective_limit(call) -> int:
+    """The company's `rate_limit` row if present, else the global setting; 0 = unlimited."""
+    if call.company is not None:
+        value = company_settings.load(call.engine, call.company.id).values.get("rate_limit")
+        if value is not None:
+            return int(value)
+    return int(call.settings.local_alx_report_api.rate_limit)
+
+
+def day_bounds(now: int, timezone: str) -> tuple[int, int]:
+    """Unix times of this and the next midnight in the site time zone (23 or 25 hours on DST days)."""
+    zone = ZoneInfo(timezone)
+    local = datetime.fromtimestamp(now, zone)
+    start = datetime(local.year, local.month, local.day, tzinfo=zone)
+    following = start.date() + timedelta(days=1)
+    end = datetime(following.year, following.month, following.day, tzinfo=zone)
+    return int(start.timestamp()), int(end.timestamp())
+
+
+def counted_today(call, start: int, end: int) -> int:
+    return int(call.engine.scalar(
+        "SELECT COUNT(*) FROM {t:local_alx_api_logs} WHERE userid = ? AND timeaccessed >= ? AND timeaccessed < ? "
+        "AND counted = 1", (call.caller.userid, start, end)))
+
+
+def admit(call) -> None:
+    """Step 5: admit the request (its log row is written at once with counted = 1) or reject it.
+
+    Count and insert run in one short transaction under a lock keyed by the user, so any number
+    of simultaneous requests from any processes admit exactly the remaining quota."""
+    limit = effective_limit(call)
+    start, end = day_bounds(call.now, call.timezone)
+    call.rate = {"limit": limit, "reset": end, "count": None}
+    if limit == 0:
+        return
+    try:
+        with call.engine.locked_transaction(f"ratelimit_{call.caller.userid}"):
+            count = counted_today(call, start, end)
+            if count < limit:
+                call.log.set(counted=1)
+                call.log.insert()
+                count += 1
+    except MoodleException:
+        raise
+    except Exception as exc:
+        call.log.set(counted=0)
+        call.log.row_id = None
+        raise DmlWriteException(str(exc).splitlines()[0] if str(exc) else None) from exc
+    call.rate["count"] = count
+    if call.log.fields.get("counted") != 1:
+        call.log.extra.update(rate_count=count, rate_limit=limit)
+        call.rate["rejected"] = True
+        raise MoodleException("ratelimitexceeded", get_string("ratelimitexceeded"),
+                              get_string("ratelimitexceeded_debug", n=count, limit=limit))
+
+
+def response_headers(call) -> dict[str, str]:
+    """X-RateLimit-* (and Retry-After on a rejection) once the token and user are known."""
+    if call.rate is None:
+        call.rate = {"limit": effective_limit(call), "reset": day_bounds(call.now, call.timezone)[1], "count": None}
+    limit = call.rate["limit"]
+    if limit == 0:
+        return {}
+    count = call.rate["count"]
+    if count is None:
+        count = counted_today(call, *day_bounds(call.now, call.timezone))
+    headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(max(0, limit - count)),
+               "X-RateLimit-Reset": str(call.rate["reset"])}
+    if call.rate.get("rejected"):
+        headers["Retry-After"] = str(max(1, call.rate["reset"] - call.now))
+    return headers

@@ -1,0 +1,93 @@
+"""What `install` prepares on Moodle's side (protocol.md section 9): the function row, the
+`alx_report_api_custom` service with its function links, and the web-service switches."""
+
+from __future__ import annotations
+
+from local_alx_report_api.classes.installer import InstallError, Report
+from local_alx_report_api.db import services
+from moodle_core.engines import Engine
+
+FUNCTION = "local_alx_report_api_get_course_progress"
+SITE_INFO = "core_webservice_get_site_info"
+DISABLED = ("Web services are disabled in Moodle (config enablewebservices): the endpoint answers HTTP 403. "
+            "Enable them in Moodle or run alx-report-api install --enable-webservices.")
+NO_REST = ("The REST protocol is not enabled in Moodle (config webserviceprotocols): the endpoint answers HTTP 403. "
+           "Enable it in Moodle or run alx-report-api install --enable-webservices.")
+
+
+def _service(engine: Engine, shortname: str):
+    return engine.execute("SELECT id, component FROM {t:external_services} WHERE shortname = ? ORDER BY id LIMIT 1",
+                          (shortname,)).fetchone()
+
+
+def check(engine: Engine) -> None:
+    """Stop before changing anything if another service holds our service's unique name."""
+    if _service(engine, services.SERVICE_SHORTNAME) is None:
+        other = engine.execute("SELECT id, shortname FROM {t:external_services} WHERE name = ?",
+                               (services.SERVICE_NAME,)).fetchone()
+        if other is not None:
+            raise InstallError(f"Another service (id {other[0]}, shortname {other[1] or '(none)'}) is named "
+                               f"'{services.SERVICE_NAME}': rename it in Moodle, then run install again")
+
+
+def prepare(engine: Engine, now: int, enable_webservices: bool, report: Report) -> None:
+    check(engine)
+    spec = services.FUNCTIONS[FUNCTION]
+    with engine.db.atomic():
+        if engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?", (FUNCTION,)) is None:
+            engine.insert("external_functions", {"name": FUNCTION, "classname": spec["classname"],
+                                                 "methodname": spec["methodname"], "classpath": spec["classpath"],
+                                                 "component": services.COMPONENT, "capabilities": "",
+                                                 "services": None})
+            report.say(f"Added function {FUNCTION} to external_functions")
+        found = _service(engine, services.SERVICE_SHORTNAME)
+        if found is None:
+            serviceid = engine.insert("external_services", {
+                "name": services.SERVICE_NAME, "enabled": 1, "requiredcapability": None, "restrictedusers": 0,
+                "component": None, "timecreated": now, "timemodified": now, "shortname": services.SERVICE_SHORTNAME,
+                "downloadfiles": 0, "uploadfiles": 0})
+            report.say(f"Created service {services.SERVICE_SHORTNAME} ({services.SERVICE_NAME})")
+            found = (serviceid, None)
+        targets = [(services.SERVICE_SHORTNAME, *found)]
+        legacy = _service(engine, services.LEGACY_SHORTNAME)
+        if legacy is not None:
+            targets.append((services.LEGACY_SHORTNAME, *legacy))
+        for shortname, serviceid, component in targets:
+            if component:
+                report.say(f"Service {shortname} belongs to component {component}: Moodle deletes it when that "
+                           "component is upgraded or uninstalled.")
+            for function in (FUNCTION, SITE_INFO):
+                if engine.scalar("SELECT id FROM {t:external_services_functions} WHERE externalserviceid = ? "
+                                 "AND functionname = ?", (serviceid, function)) is None:
+                    engine.insert("external_services_functions", {"externalserviceid": serviceid,
+                                                                  "functionname": function})
+                    report.say(f"Linked {function} to service {shortname}")
+        _switches(engine, enable_webservices, report)
+
+
+def _config(engine: Engine, name: str) -> str | None:
+    return engine.scalar("SELECT value FROM {t:config} WHERE name = ?", (name,))
+
+
+def _set_config(engine: Engine, name: str, value: str) -> None:
+    if _config(engine, name) is None:
+        engine.insert("config", {"name": name, "value": value})
+    else:
+        engine.execute("UPDATE {t:config} SET value = ? WHERE name = ?", (value, name))
+
+
+def _switches(engine: Engine, enable: bool, report: Report) -> None:
+    enabled = (_config(engine, "enablewebservices") or "").strip()
+    protocols = [p.strip() for p in (_config(engine, "webserviceprotocols") or "").split(",") if p.strip()]
+    if enabled in ("", "0"):
+        if enable:
+            _set_config(engine, "enablewebservices", "1")
+            report.say("Enabled web services in Moodle (config enablewebservices = 1).")
+        else:
+            report.say(DISABLED)
+    if "rest" not in protocols:
+        if enable:
+            _set_config(engine, "webserviceprotocols", ",".join([*protocols, "rest"]))
+            report.say("Enabled the REST protocol in Moodle (added rest to config webserviceprotocols).")
+        else:
+            report.say(NO_REST)

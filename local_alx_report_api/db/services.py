@@ -1,0 +1,19 @@
+"""The plugin's web-service functions, as Moodle's db/services.php (protocol.md section 9)."""
+
+COMPONENT = "local_alx_report_api"
+VERSION = 2026112500
+SERVICE_SHORTNAME = "alx_report_api_custom"
+SERVICE_NAME = "ALX Report API Custom Service"
+LEGACY_SHORTNAME = "alx_report_api"
+FUNCTIONS = {
+    "local_alx_report_api_get_course_progress": {
+        "classname": "local_alx_report_api_external",
+        "methodname": "get_course_progress",
+        "classpath": "local/alx_report_api/externallib.php",
+        "description": "Get course progress data for company users",
+        "type": "read",
+        "module": "local_alx_report_api.classes.external.get_course_progress",
+    },
+}
+# Rate-limit headers on every response once the token and user are known (protocol.md 14)
+RESPONSE_HEADERS = "local_alx_report_api.classes.ratelimit.response_headers"

@@ -1,0 +1,79 @@
+"""The WSGI application: `create_app(settings)` wires the database, the Moodle read model, the
+function registry and the REST server. No module-level app or connection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import falcon
+
+from moodle_core import engines
+from moodle_core.config import Settings
+from moodle_core.engines import Engine
+from moodle_core.moodle import Moodle
+from webservice.auth import ConfigCache
+from webservice.registry import Registry, load_registry
+from webservice.rest.server import RestServer
+
+# Components whose services modules are loaded, like Moodle's db/services.php of each component
+SERVICES = ["webservice.core.services", "local_alx_report_api.db.services"]
+
+
+@dataclass
+class Site:
+    """Everything a request needs, built once per process."""
+
+    settings: Settings
+    engine: Engine
+    moodle: Moodle
+    registry: Registry
+    config: ConfigCache
+    clock: Callable[[], int] = field(default=lambda: int(time.time()))
+    _timezone: str | None = None
+
+    @property
+    def timezone(self) -> str:
+        """The site time zone, read once per process (settings.md 1.2)."""
+        if self._timezone is None:
+            self._timezone = self.moodle.site_timezone(self.settings.site.timezone)[0]
+        return self._timezone
+
+
+class Connections:
+    """Open the database connection for a request and close it after (peewee, per thread)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def process_request(self, req, resp):
+        self.engine.db.connect(reuse_if_open=True)
+
+    def process_response(self, req, resp, resource, req_succeeded):
+        if not self.engine.db.is_closed():
+            self.engine.db.close()
+
+
+def not_found(req, resp, **kwargs):
+    resp.status = falcon.HTTP_404
+    resp.content_type = "text/plain"
+    resp.text = "Not Found"
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None, clock: Callable[[], int] | None = None,
+               services: list[str] | None = None) -> falcon.App:
+    """The WSGI app for one Moodle site. `clock` fixes "now" for tests."""
+    if engine is None:
+        engine = engines.connect(settings.database.url, settings.database.prefix)
+    moodle = Moodle(engine, settings.database.iomad_schema)
+    site = Site(settings, engine, moodle, load_registry(services or SERVICES),
+                ConfigCache(engine, settings.local_alx_report_api.config_cache_seconds))
+    if clock is not None:
+        site.clock = clock
+    engine.db.close()  # connections are opened per request (and per worker after a fork)
+    app = falcon.App(middleware=[Connections(engine)])
+    app.req_options.strip_url_path_trailing_slash = False
+    app.add_route("/webservice/rest/server.php", RestServer(site))
+    app.add_sink(not_found, "/")
+    return app

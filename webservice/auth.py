@@ -1,0 +1,230 @@
+"""Token, user, capability and function-access checks, in Moodle's order (protocol.md 4–5)."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+
+from moodle_core.engines import Engine
+from webservice.errors import DmlMissingRecordException, MoodleException, WebserviceAccessException
+
+
+class ConfigCache:
+    """Moodle `config` values, re-read at most every `seconds` (0 = every request)."""
+
+    def __init__(self, engine: Engine, seconds: int):
+        self.engine, self.seconds = engine, seconds
+        self._values: dict[str, str | None] = {}
+        self._read_at = -1e18
+
+    def get(self, name: str) -> str | None:
+        if time.monotonic() - self._read_at >= self.seconds or self.seconds == 0:
+            self._values = dict(self.engine.rows("SELECT name, value FROM {t:config}"))
+            self._read_at = time.monotonic()
+        return self._values.get(name)
+
+
+def webservices_enabled(config: ConfigCache) -> bool:
+    enabled = (config.get("enablewebservices") or "").strip()
+    protocols = [p.strip() for p in (config.get("webserviceprotocols") or "").split(",")]
+    return enabled not in ("", "0") and "rest" in protocols
+
+
+# -- client IP -----------------------------------------------------------------------------------
+def client_ip(remote_addr: str, forwarded_for: str | None, trusted: list[str]) -> str:
+    """The peer, or the right-most untrusted X-Forwarded-For address when the peer is trusted."""
+    networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
+
+    def is_trusted(addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in networks)
+
+    if not networks or not forwarded_for or not is_trusted(remote_addr):
+        return remote_addr
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not is_trusted(hop):
+            return hop
+    return remote_addr
+
+
+def ip_in_list(addr: str, entries: str) -> bool:
+    """Moodle's address_in_subnet: full addresses, CIDR, last-part ranges and prefixes."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    for entry in (e.strip() for e in entries.split(",")):
+        if entry and _entry_matches(ip, addr, entry):
+            return True
+    return False
+
+
+def _entry_matches(ip, addr: str, entry: str) -> bool:
+    try:
+        if "/" in entry:
+            return ip in ipaddress.ip_network(entry, strict=False)
+        if "-" in entry:
+            first, last = entry.split("-", 1)
+            start = ipaddress.ip_address(first.strip())
+            sep = ":" if start.version == 6 else "."
+            head = first.strip().rsplit(sep, 1)[0]
+            end = ipaddress.ip_address(f"{head}{sep}{last.strip()}")
+            return type(ip) is type(start) and start <= ip <= end
+        try:
+            return ip == ipaddress.ip_address(entry)
+        except ValueError:
+            pass
+        prefix = entry if entry.endswith((".", ":")) else entry + ("." if ip.version == 4 else ":")
+        text = addr if ip.version == 4 else ip.exploded
+        return text.startswith(prefix) or addr.startswith(prefix)
+    except ValueError:
+        return False
+
+
+# -- tokens and users ------------------------------------------------------------------------------
+@dataclass
+class Caller:
+    """The authenticated token and its user."""
+
+    token: str  # as stored
+    token_id: int
+    serviceid: int
+    contextid: int
+    userid: int
+    username: str
+    user: dict
+
+
+_TOKEN_COLUMNS = ("id", "token", "userid", "externalserviceid", "sid", "contextid", "iprestriction",
+                  "validuntil", "lastaccess")
+_USER_COLUMNS = ("id", "username", "auth", "confirmed", "deleted", "suspended", "timecreated", "firstname",
+                 "lastname", "lang", "calendartype", "picture", "policyagreed")
+
+
+def authenticate(engine: Engine, token: str, ip: str, now: int) -> Caller:
+    """Token lookup and checks 1–5 of protocol.md 4.3."""
+    row = engine.execute(f"SELECT {', '.join(_TOKEN_COLUMNS)} FROM {{t:external_tokens}} "
+                         "WHERE token = ? AND tokentype = 0 ORDER BY id LIMIT 1", (token,)).fetchone() if token else None
+    if row is None:
+        raise MoodleException("invalidtoken", "Invalid token - token not found")
+    t = dict(zip(_TOKEN_COLUMNS, row, strict=True))
+    if t["validuntil"] and t["validuntil"] < now:
+        with engine.db.atomic():
+            engine.execute("DELETE FROM {t:external_tokens} WHERE token = ? AND tokentype = 0", (t["token"],))
+        raise WebserviceAccessException("Invalid token - token expired - check validuntil time for the token")
+    if t["sid"]:
+        raise WebserviceAccessException("Invalid token - token linked to a browser login")
+    if t["iprestriction"] and not ip_in_list(ip, t["iprestriction"]):
+        raise WebserviceAccessException(f"Invalid service - IP:{ip} is not supported - check this allowed user")
+    urow = engine.execute(f"SELECT {', '.join(_USER_COLUMNS)} FROM {{t:user}} WHERE id = ?", (t["userid"],)).fetchone()
+    if urow is None:
+        raise DmlMissingRecordException("user", "SELECT id,username,deleted,auth,confirmed,suspended FROM {user} "
+                                        "WHERE id = ?", [t["userid"]])
+    if now >= (t["lastaccess"] or 0) + 60:
+        engine.execute("UPDATE {t:external_tokens} SET lastaccess = ? WHERE id = ?", (now, t["id"]))
+    user = dict(zip(_USER_COLUMNS, urow, strict=True))
+    return Caller(t["token"], t["id"], t["externalserviceid"], t["contextid"], t["userid"], user["username"], user)
+
+
+def check_user(engine: Engine, config: ConfigCache, caller: Caller, now: int) -> None:
+    """User checks 1–6 of protocol.md 4.4."""
+    user, name = caller.user, caller.username
+    if (config.get("maintenance_enabled") or "") == "1" and not has_capability(
+            engine, config, caller.userid, 1, "moodle/site:maintenanceaccess"):
+        raise MoodleException("sitemaintenance", "The site is undergoing maintenance and is currently not available")
+    if user["deleted"]:
+        raise MoodleException("wsaccessuserdeleted", f"Refused web service access for deleted username: {name}")
+    if not user["confirmed"]:
+        raise MoodleException("wsaccessuserunconfirmed", f"Refused web service access for unconfirmed username: {name}")
+    if user["suspended"]:
+        raise MoodleException("wsaccessusersuspended", f"Refused web service access for suspended username: {name}")
+    if user["auth"] == "manual" and _password_expired(engine, user, now):
+        raise MoodleException("wsaccessuserexpired",
+                              f"Refused web service access for password expired username: {name}")
+    if user["auth"] == "nologin":
+        raise MoodleException("wsaccessusernologin",
+                              f"Refused web service access for nologin authentication username: {name}")
+
+
+def _password_expired(engine: Engine, user: dict, now: int) -> bool:
+    settings = dict(engine.rows("SELECT name, value FROM {t:config_plugins} WHERE plugin = 'auth_manual' "
+                                "AND name IN ('expiration', 'expirationtime')"))
+    days = int(settings.get("expirationtime") or 0) if str(settings.get("expirationtime") or "0").isdigit() else 0
+    if str(settings.get("expiration")) != "1" or days <= 0:
+        return False
+    last = engine.scalar("SELECT value FROM {t:user_preferences} WHERE userid = ? AND name = "
+                         "'auth_manual_passwordupdatetime'", (user["id"],))
+    last = int(last) if last and str(last).isdigit() else int(user["timecreated"])
+    return last + days * 86400 < now
+
+
+def is_siteadmin(config: ConfigCache, userid: int) -> bool:
+    return str(userid) in [a.strip() for a in (config.get("siteadmins") or "").split(",")]
+
+
+def has_capability(engine: Engine, config: ConfigCache, userid: int, contextid: int, capability: str) -> bool:
+    """The capability algorithm of protocol.md 4.5."""
+    if is_siteadmin(config, userid):
+        return True
+    path = engine.scalar("SELECT path FROM {t:context} WHERE id = ?", (contextid,)) or f"/{contextid}"
+    contexts = [int(c) for c in reversed(path.strip("/").split("/")) if c.isdigit()]
+    if not contexts:
+        return False
+    marks = ", ".join("?" * len(contexts))
+    roles = {r[0] for r in engine.rows(f"SELECT DISTINCT roleid FROM {{t:role_assignments}} WHERE userid = ? "
+                                        f"AND contextid IN ({marks})", (userid, *contexts))}
+    default_role = config.get("defaultuserroleid")
+    if default_role and str(default_role).isdigit() and str(userid) != str(config.get("siteguest") or ""):
+        roles.add(int(default_role))
+    if not roles:
+        return False
+    rmarks = ", ".join("?" * len(roles))
+    found: dict[tuple[int, int], int] = {
+        (r, c): int(p) for r, c, p in engine.rows(
+            f"SELECT roleid, contextid, permission FROM {{t:role_capabilities}} WHERE capability = ? "
+            f"AND roleid IN ({rmarks}) AND contextid IN ({marks})", (capability, *roles, *contexts))}
+    if any(p == -1000 for p in found.values()):
+        return False
+    for role in roles:
+        for context in contexts:
+            if (role, context) in found:
+                if found[(role, context)] == 1:
+                    return True
+                break
+    return False
+
+
+# Moodle's text (webservice/lib.php), indentation included
+_ACCESS_REASONS = """
+                There could be multiple reasons for this:
+                1. The service linked to the user token does not contain the function.
+                2. The service is user-restricted and the user is not listed.
+                3. The service is IP-restricted and the user IP is not listed.
+                4. The service is time-restricted and the time has expired.
+                5. The token is time-restricted and the time has expired.
+                6. The service requires a specific capability which the user does not have.
+                7. The function is called with username/password (no user token is sent)
+                and none of the above applies."""
+
+
+def check_function_access(engine: Engine, config: ConfigCache, caller: Caller, function: str, ip: str,
+                          now: int) -> None:
+    """Access to the function through the token's service (protocol.md 5, check 3)."""
+    row = engine.execute("SELECT s.enabled, s.restrictedusers, s.requiredcapability FROM {t:external_services} s "
+                         "WHERE s.id = ? AND EXISTS (SELECT 1 FROM {t:external_services_functions} f "
+                         "WHERE f.externalserviceid = s.id AND f.functionname = ?)",
+                         (caller.serviceid, function)).fetchone()
+    allowed = row is not None and int(row[0]) == 1
+    if allowed and int(row[1]) == 1:
+        user = engine.execute("SELECT validuntil, iprestriction FROM {t:external_services_users} "
+                              "WHERE externalserviceid = ? AND userid = ?", (caller.serviceid, caller.userid)).fetchone()
+        allowed = user is not None and (user[0] is None or user[0] < now) and (
+            not user[1] or ip_in_list(ip, user[1]))
+    if allowed and row[2]:
+        allowed = has_capability(engine, config, caller.userid, caller.contextid, row[2])
+    if not allowed:
+        raise WebserviceAccessException(f"Access to the function {function}() is not allowed.{_ACCESS_REASONS}")

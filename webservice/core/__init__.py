@@ -1,0 +1,1 @@
+"""Moodle core web-service functions the service implements."""

@@ -1,0 +1,190 @@
+"""Moodle's external API, described with JSON Schema (protocol.md sections 6 and 7).
+
+A function describes its parameters and returns as JSON Schema documents built with `value`,
+`single` and `multiple` (Moodle's external_value / external_single_structure /
+external_multiple_structure). Each schema node carries Moodle's PARAM type and whether it is
+required in `x-param` / `x-required`. Parameters are cast from PHP's strings like Moodle does,
+then checked with jsonschema; return values are rebuilt from the description and cleaned."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+
+from webservice.errors import InvalidParameterException, InvalidResponseException
+
+_JSON_TYPES = {"PARAM_INT": "integer", "PARAM_FLOAT": "number", "PARAM_BOOL": "boolean"}
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def value(param: str, description: str = "", *, required: bool = True, default: Any = None) -> dict:
+    """A scalar (external_value)."""
+    node = {"type": _JSON_TYPES.get(param, "string"), "description": description, "x-param": param,
+            "x-required": required}
+    if default is not None:
+        node["default"] = default
+    return node
+
+
+def single(keys: dict[str, dict], description: str = "", *, required: bool = True) -> dict:
+    """A structure with keys in description order (external_single_structure)."""
+    return {"type": "object", "description": description, "properties": keys,
+            "required": [k for k, v in keys.items() if v.get("x-required") and "default" not in v],
+            "additionalProperties": False, "x-required": required}
+
+
+def multiple(item: dict, description: str = "", *, required: bool = True, default: list | None = None) -> dict:
+    """A list of items (external_multiple_structure)."""
+    node = {"type": "array", "items": item, "description": description, "x-required": required}
+    if default is not None:
+        node["default"] = default
+    return node
+
+
+# -- parameters --------------------------------------------------------------------------------
+_ALPHANUMEXT = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+def _invalid_scalar(raw, param: str) -> InvalidParameterException:
+    expected = param.removeprefix("PARAM_").lower()
+    return InvalidParameterException(
+        f"Invalid external api parameter: the value is \"{raw}\", the server was expecting \"{expected}\" type")
+
+
+def _cast_scalar(raw, schema: dict):
+    if isinstance(raw, dict | list):
+        raise InvalidParameterException("Scalar type expected, array or object received.")
+    param, text = schema["x-param"], str(raw)
+    if param == "PARAM_INT":
+        if not re.fullmatch(r"-?[1-9][0-9]*|0", text) or not INT64[0] <= int(text) <= INT64[1]:
+            raise _invalid_scalar(text, param)
+        return int(text)
+    if param == "PARAM_ALPHANUMEXT":
+        if not _ALPHANUMEXT.match(text):
+            raise _invalid_scalar(text, param)
+        return text
+    return text
+
+
+def _nested(key, exc: InvalidParameterException) -> InvalidParameterException:
+    return InvalidParameterException(f"{key} => Invalid parameter value detected: {exc.debuginfo}")
+
+
+def _cast(raw, schema: dict):
+    if schema["type"] == "object":
+        if not isinstance(raw, dict):
+            raise InvalidParameterException("Only arrays accepted. The bad value is: '" + str(raw) + "'")
+        out = {}
+        for key, sub in schema["properties"].items():
+            if key not in raw:
+                if "default" in sub:
+                    out[key] = sub["default"]
+                elif sub.get("x-required"):
+                    raise InvalidParameterException(f"Missing required key in single structure: {key}")
+                continue
+            try:
+                out[key] = _cast(raw[key], sub)
+            except InvalidParameterException as exc:
+                raise _nested(key, exc) from None
+        extra = [k for k in raw if k not in schema["properties"]]
+        if extra:
+            raise InvalidParameterException(f"Unexpected keys ({', '.join(extra)}) detected in parameter array.")
+        return out
+    if schema["type"] == "array":
+        if not isinstance(raw, dict | list):
+            raise InvalidParameterException(f"Only arrays accepted. The bad value is: '{raw}'")
+        items = list(raw.values()) if isinstance(raw, dict) else list(raw)
+        out = []
+        for index, item in enumerate(items):
+            try:
+                out.append(_cast(item, schema["items"]))
+            except InvalidParameterException as exc:
+                raise _nested(index, exc) from None
+        return out
+    return _cast_scalar(raw, schema)
+
+
+def validate_parameters(schema: dict, raw: dict) -> dict:
+    """Moodle's validate_parameters: defaults, casting, unknown keys; then JSON Schema."""
+    cleaned = _cast(raw, schema)
+    jsonschema.validate(cleaned, schema)
+    return cleaned
+
+
+# -- returns -----------------------------------------------------------------------------------
+_MULTILANG = re.compile(r'^<(span lang="[a-z_-]+" class="multilang"|span class="multilang" lang="[a-z_-]+"|'
+                        r'/span|lang lang="[a-z_-]+"|/lang)>', re.ASCII)
+_EMAIL = re.compile(r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+                    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$", re.ASCII)
+
+
+def strip_tags(text: str) -> str:
+    """Rule T of protocol.md section 7: remove tags, keep multilang tags and lone `<`."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "<" and i + 1 < n and (text[i + 1].isalpha() or text[i + 1] in "/!?"):
+            keep = _MULTILANG.match(text, i)
+            end = text.find(">", i)
+            if keep:
+                out.append(keep.group(0))
+                i = keep.end()
+                continue
+            i = n if end < 0 else end + 1
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def clean_email(text: str) -> str:
+    if text == "" or (_EMAIL.match(text) and "<" not in text and ">" not in text):
+        return text
+    return ""
+
+
+def clean_scalar(raw, schema: dict):
+    param = schema["x-param"]
+    if raw is None:
+        return None
+    if param == "PARAM_INT":
+        return int(raw)
+    if param == "PARAM_FLOAT":
+        number = float(raw)
+        return int(number) if number.is_integer() else number
+    if param == "PARAM_BOOL":
+        return bool(raw)
+    if param == "PARAM_TEXT":
+        return strip_tags(str(raw))
+    if param == "PARAM_EMAIL":
+        return clean_email(str(raw))
+    return str(raw)
+
+
+def clean_returns(schema: dict, data, changed: list | None = None):
+    """Rebuild `data` from its description: described keys in order, missing optional keys
+    omitted, values cast and cleaned. Changed values are appended to `changed` as (key, before)."""
+    if schema["type"] == "object":
+        if not isinstance(data, dict):
+            raise InvalidResponseException("Only arrays accepted.")
+        out = {}
+        for key, sub in schema["properties"].items():
+            if key not in data or data[key] is None:
+                if sub.get("x-required") and sub["type"] != "array":
+                    raise InvalidResponseException(f"Error in response - Missing following required key in a "
+                                                   f"single structure: {key}")
+                if sub["type"] == "array" and sub.get("x-required"):
+                    out[key] = []
+                continue
+            out[key] = clean_returns(sub, data[key], changed)
+            if changed is not None and sub["type"] not in ("object", "array") and out[key] != data[key] \
+                    and sub["x-param"] in ("PARAM_TEXT", "PARAM_EMAIL"):
+                changed.append((key, data[key]))
+        return out
+    if schema["type"] == "array":
+        if not isinstance(data, list):
+            raise InvalidResponseException("Only arrays accepted.")
+        return [clean_returns(schema["items"], item, changed) for item in data]
+    return clean_scalar(data, schema)
