@@ -266,6 +266,7 @@ def generate(engine: Engine, *, companies: int = 3, users: int = 60, courses: in
         uid = b.user(f"{short}_api", "API", short.capitalize(), f"{short}_api@example.com",
                      password_hash=learner_hash)
         b.member(cid, uid, managertype=1)
+        b.add("role_assignments", roleid=13, contextid=1, userid=uid, timemodified=BASE_TIME)  # may use REST
         token = f"{rnd.getrandbits(128):032x}"
         b.token(uid, service, token, name=f"{short} token")
         tokens.append((token, f"{short}_api", cid))
