@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enrolments-per-user", type=_positive(0, 1000, "--enrolments-per-user"), default=3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--admin-password", default="Admin#12345")
+    p = sub.add_parser("serve", help="serve the web service with gunicorn")
+    p.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
+    p.add_argument("--workers", type=_positive(1, 256, "--workers"), default=2)
     p = sub.add_parser("populate", help="build the reporting table from the live Moodle tables")
     p.add_argument("--companyid", type=_positive(1, 2**62, "--companyid"), action="append",
                    help="company to populate (repeatable; default all)")
@@ -182,12 +185,41 @@ def cmd_populate(args) -> int:
     return 1 if state.errors else 0
 
 
+def cmd_serve(args) -> int:
+    from gunicorn.app.base import BaseApplication
+
+    from webservice.app import create_app
+
+    ctx = Context(args)
+    ctx.moodle.require_tables()
+    ctx.require_plugin()
+    ctx.engine.db.close()
+    settings = ctx.settings
+
+    class Server(BaseApplication):
+        def load_config(self):
+            self.cfg.set("bind", [args.bind])
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("accesslog", None)
+            if "control_socket_disable" in self.cfg.settings:  # newer gunicorn: no shared control socket
+                self.cfg.set("control_socket_disable", True)
+
+        def load(self):
+            return create_app(settings)  # in each worker: its own connections
+
+    print(f"Serving {ctx.engine.describe()} on http://{args.bind}/webservice/rest/server.php "
+          f"with {args.workers} workers", flush=True)
+    Server().run()
+    return 0
+
+
 def _progress_bar():
     from tqdm import tqdm
     return tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", leave=False)
 
 
-COMMANDS = {"settings": cmd_settings, "install": cmd_install, "demo-site": cmd_demo_site, "populate": cmd_populate}
+COMMANDS = {"settings": cmd_settings, "install": cmd_install, "demo-site": cmd_demo_site, "populate": cmd_populate,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,3 +77,15 @@ def worked_examples(b: SiteBuilder) -> dict:
     b.assign(5, 12, 108)
     b.flush()
     return ids
+
+
+def api_token(b: SiteBuilder, companyid: int, token: str = "a" * 32, username: str = "api") -> str:
+    """A company manager with a web-service token of `alx_report_api_custom` (created once)."""
+    if "serviceid" not in b.next_ids:
+        b.next_ids["serviceid"] = b.web_service()
+    uid = b.user(username, "API", "User", f"{username}@example.com")
+    b.member(companyid, uid, managertype=1)
+    b.add("role_assignments", roleid=13, contextid=1, userid=uid, timemodified=NOW)
+    b.token(uid, b.next_ids["serviceid"], token)
+    b.flush()
+    return token
