@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the web service with gunicorn")
     p.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
     p.add_argument("--workers", type=_positive(1, 256, "--workers"), default=2)
+    p = sub.add_parser("cron", help="run every due scheduled task once (like admin/cli/cron.php)")
+    p.add_argument("--keep-alive", nargs="?", type=_positive(1, 10**9, "--keep-alive"), const=0, default=None,
+                   metavar="SECONDS", help="keep running a pass every minute (stop after SECONDS if given)")
+    p = sub.add_parser("task", help="list the scheduled tasks or run one now")
+    tsub = p.add_subparsers(dest="task_command", required=True, metavar="list|run", parser_class=Parser)
+    tsub.add_parser("list", help="each task's schedule, last and next run, fail delay and status")
+    run = tsub.add_parser("run", help="run one task now, under its lock")
+    run.add_argument("name", help="short name (sync_reporting_data_task) or classname")
+    p = sub.add_parser("scheduled-task", help="Moodle's admin/cli/scheduled_task.php: --list or --execute=CLASS")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--list", action="store_true")
+    group.add_argument("--execute", metavar="CLASSNAME")
     p = sub.add_parser("populate", help="build the reporting table from the live Moodle tables")
     p.add_argument("--companyid", type=_positive(1, 2**62, "--companyid"), action="append",
                    help="company to populate (repeatable; default all)")
@@ -213,13 +225,77 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def task_manager(ctx: Context, output=print):
+    """The scheduled tasks of tasks.md 1 (with settings.ini overrides) and their runner."""
+    import importlib.util
+
+    from local_alx_report_api.db.tasks import TASKS, short_name
+    from local_alx_report_api.task import TaskEnv
+    from moodle_core.taskmanager import TaskDef, TaskManager
+
+    defs = []
+    for task in TASKS:
+        module = f"local_alx_report_api.task.{short_name(task['classname'])}"
+        if importlib.util.find_spec(module) is None:
+            continue  # declared, built with a later part of the product
+        cron = ctx.settings.get("scheduled_tasks", short_name(task["classname"]))
+        defs.append(TaskDef(task["classname"], module, "disabled" if task["disabled"] else cron))
+    zone = ctx.moodle.site_timezone(ctx.settings.site.timezone)[0]
+    clock = lambda: int(time.time())  # noqa: E731
+    manager = TaskManager(ctx.engine, defs, zone, clock=clock, output=output)
+    manager.context = lambda m: TaskEnv(ctx.engine, ctx.moodle, ctx.settings, clock, m.say)
+    return manager
+
+
+def cmd_cron(args) -> int:
+    import schedule
+
+    ctx = Context(args)
+    ctx.moodle.require_tables()
+    ctx.require_plugin()
+    manager = task_manager(ctx)
+    max_runtime = ctx.settings.cron.max_runtime
+    if args.keep_alive is None:
+        manager.run_pass(max_runtime)
+        return 0
+    stop_at = time.monotonic() + args.keep_alive if args.keep_alive else None
+    runner = schedule.Scheduler()
+    runner.every().minute.at(":00").do(manager.run_pass, max_runtime)
+    manager.run_pass(max_runtime)
+    while stop_at is None or time.monotonic() < stop_at:
+        runner.run_pending()
+        time.sleep(min(1.0, max(0.0, (stop_at or float("inf")) - time.monotonic())))
+    return 0
+
+
+def cmd_task(args) -> int:
+    ctx = Context(args)
+    ctx.moodle.require_tables()
+    ctx.require_plugin()
+    manager = task_manager(ctx)
+    if getattr(args, "task_command", None) == "list" or getattr(args, "list", False):
+        manager.ensure_states(manager.clock())
+        print(f"{'name':28} {'cron':14} {'disabled':8} {'last run':19} {'next run':19} {'fail delay':10} status")
+        stamp = lambda t: "never" if not t else ("-" if t >= 7952342400 else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)))  # noqa: E731
+        for task in manager.tasks:
+            state = manager.state(task)
+            print(f"{task.name:28} {task.cron:14} {'yes' if task.disabled else 'no':8} {stamp(state.lastrun):19} "
+                  f"{stamp(state.nextrun):19} {state.faildelay:<10} {state.status}")
+        return 0
+    name = getattr(args, "name", None) or args.execute
+    task = manager.find(name)
+    if task is None:
+        raise CliError(f"Unknown task {name}: see alx-report-api task list", 2)
+    return 0 if manager.run(task) == "success" else 1
+
+
 def _progress_bar():
     from tqdm import tqdm
     return tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", leave=False)
 
 
 COMMANDS = {"settings": cmd_settings, "install": cmd_install, "demo-site": cmd_demo_site, "populate": cmd_populate,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "cron": cmd_cron, "task": cmd_task, "scheduled-task": cmd_task}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,10 @@ def worked_examples(b: SiteBuilder) -> dict:
     """The site of course-progress.md section 14: company 5 `acme`, course 12 with modules
     201–204 (204 untracked), course 13 with no tracked module, users 101–108."""
     ids = {}
+    t0 = 1700000000  # every generated time lies before NOW, so only real changes are detected later
     b.company("Acme Learning Ltd", "acme", companyid=5)
-    b.course("Safety Training", "SAFE", courseid=12)
-    b.course("No Tracking", "NOTR", courseid=13)
+    b.course("Safety Training", "SAFE", courseid=12, timemodified=t0)
+    b.course("No Tracking", "NOTR", courseid=13, timemodified=t0)
     for cmid, completion in ((201, 1), (202, 2), (203, 2), (204, 0)):
         b.add("course_modules", id=cmid, course=12, module=1, instance=0, section=0, added=0,
               completion=completion, deletioninprogress=0)
@@ -41,40 +42,40 @@ def worked_examples(b: SiteBuilder) -> dict:
     people = {101: ("Sarah", "Connor"), 102: ("Kyle", "Reese"), 103: ("John", "Connor"), 104: ("Miles", "Dyson"),
               105: ("Marcus", "Wright"), 106: ("Kate", "Brewster"), 107: ("Peter", "Silberman"), 108: ("Danny", "Dyson")}
     for uid, (first, last) in people.items():
-        b.user(f"u{uid}", first, last, f"{first.lower()}@example.com", userid=uid)
+        b.user(f"u{uid}", first, last, f"{first.lower()}@example.com", userid=uid, timecreated=t0)
         b.member(5, uid)
     b.flush()
     # A: 2 of 3 tracked done (203 completed-fail; 204 untracked)
     b.enrol(ids["manual12"], 101, timestart=1705309200, timecreated=1704067200)
-    b.assign(5, 12, 101)
+    b.assign(5, 12, 101, t0)
     for cm, state in ((201, 1), (202, 2), (203, 3), (204, 1)):
         b.activity(cm, 101, state, 1705400000)
     # B: course completed
     b.enrol(ids["manual12"], 102, timestart=1705309200, timecreated=1704067200)
-    b.assign(5, 12, 102)
+    b.assign(5, 12, 102, t0)
     b.activity(201, 102, 1, 1705320000)
     b.course_completion(102, 12, timestarted=1705309200, timecompleted=1705329000)
     # C: nothing done
     b.enrol(ids["manual12"], 103, timestart=0, timecreated=1704067200)
-    b.assign(5, 12, 103)
+    b.assign(5, 12, 103, t0)
     # D: no tracked activities, course started
     b.enrol(ids["manual13"], 104, timestart=0, timecreated=1704067200)
-    b.assign(5, 13, 104)
+    b.assign(5, 13, 104, t0)
     b.course_completion(104, 13, timestarted=1705309200, timecompleted=None)
     # E: all tracked done, course not complete
     b.enrol(ids["manual12"], 105, timestart=0, timecreated=1704067200)
-    b.assign(5, 12, 105)
+    b.assign(5, 12, 105, t0)
     for cm, state in ((201, 1), (202, 2), (203, 1)):
         b.activity(cm, 105, state, 1705400000)
     # F: two active enrolments
     b.enrol(ids["manual12"], 106, timestart=0, timecreated=1704067200)
     b.enrol(ids["self12"], 106, timestart=1705309200, timecreated=1705309200)
-    b.assign(5, 12, 106)
+    b.assign(5, 12, 106, t0)
     # G: teacher only; ended enrolment
     b.enrol(ids["manual12"], 107, timestart=0, timecreated=1704067200)
-    b.assign(3, 12, 107)
+    b.assign(3, 12, 107, t0)
     b.enrol(ids["manual12"], 108, timestart=0, timeend=1700000000, timecreated=1690000000)
-    b.assign(5, 12, 108)
+    b.assign(5, 12, 108, t0)
     b.flush()
     return ids
 

@@ -201,3 +201,23 @@ def member_window_end(engine: Engine, companyid: int, after_user: int, size: int
     return engine.scalar(
         f"SELECT userid FROM {{t:company_users}} WHERE companyid = ? AND userid > ? "
         f"ORDER BY userid LIMIT 1 OFFSET {int(size)}", (companyid, after_user))
+
+
+def scope_keys(engine: Engine, scope: Scope, now: int, *, users: Iterable[int] | None = None,
+               courses: Iterable[int] | None = None) -> set[Key]:
+    """Keys of the in-scope pairs of the company (optionally of some users or courses only)."""
+    if scope.empty:
+        return set()
+    where, wanted = "", scope.courses
+    if users is not None:
+        users = sorted(set(users))
+        if not users:
+            return set()
+        where = f"AND cu.userid IN ({_in(users)})"
+    if courses is not None:
+        wanted = tuple(sorted(set(courses) & set(scope.courses)))
+        if not wanted:
+            return set()
+    pairs = _PAIRS.format(courses=_in(wanted), roles=_in(scope.roles), where=where)
+    return {(int(r[0]), int(r[1])) for r in engine.rows(f"SELECT g.userid, g.courseid FROM ({pairs}) g",
+                                                         (now, now, scope.companyid))}

@@ -113,7 +113,7 @@ def write_batch(engine: Engine, companyid: int, now: int, keys: list[Key], live:
             elif row is not None and not row.is_deleted:
                 updates.append((row.id, row.values, 1))
                 counts.deleted += 1
-            elif row is not None:
+            else:  # out of scope and already deleted (or never stored): nothing to write
                 counts.unchanged += 1
         changes = len(inserts) + len(updates)
         if changes:

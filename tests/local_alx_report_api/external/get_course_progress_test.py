@@ -5,8 +5,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from moodle_core.moodle import Moodle
 from local_alx_report_api.classes.populate import populate
+from moodle_core.moodle import Moodle
 from tests.sites import NOW, api_token, new_site, worked_examples
 from tests.webapp import make_app, post, progress
 

@@ -1,0 +1,198 @@
+"""One company's run of `sync_reporting_data_task` (tasks.md 5.3–5.6): detect the pairs whose
+values or scope may have changed, from every timestamped source and by set difference, then
+recompute them in committed batches that a later run can resume."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from local_alx_report_api.classes import company_state
+from local_alx_report_api.classes.progress import Key, Scope, live_rows, scope_keys
+from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
+from moodle_core.engines import Engine
+
+log = logging.getLogger(__name__)
+SOURCES = ("cmc", "cc_completed", "cc_started", "cc_reaggregate", "ue_created", "ue_modified", "user", "course",
+           "ra", "cm_added")
+
+
+def _ints(values) -> str:
+    return ", ".join(str(int(v)) for v in values) or "NULL"
+
+
+class Detector:
+    """Change detection for one company over its watched courses (tasks.md 5.3 and 5.4)."""
+
+    def __init__(self, engine: Engine, scope: Scope, now: int):
+        self.engine, self.scope, self.now = engine, scope, now
+        c = scope.companyid
+        self.courses = sorted({r[0] for r in engine.rows(
+            "SELECT courseid FROM {t:company_course} WHERE companyid = ? UNION "
+            "SELECT DISTINCT courseid FROM {t:local_alx_api_reporting} WHERE companyid = ?", (c, c))})
+        self.seen: dict[str, int] = {}
+
+    def _note(self, source: str, stamps) -> None:
+        stamps = [int(s) for s in stamps if s is not None]
+        if stamps:
+            self.seen[source] = max(self.seen.get(source, 0), max(stamps))
+
+    def _pairs(self, source: str, sql: str, params) -> set[Key]:
+        rows = self.engine.rows(sql, params)
+        self._note(source, (r[2] for r in rows))
+        return {(int(r[0]), int(r[1])) for r in rows}
+
+    def timestamped(self, bounds: dict[str, int]) -> tuple[set[Key], set[int], set[int]]:
+        """(pairs, whole users, whole courses) changed since the bounds, per source."""
+        courses, b = _ints(self.courses), bounds
+        cms = f"SELECT id FROM {{t:course_modules}} WHERE course IN ({courses})"
+        pairs = self._pairs("cmc", f"SELECT cmc.userid, cm.course, cmc.timemodified FROM {{t:course_modules_completion}} "
+                            f"cmc JOIN {{t:course_modules}} cm ON cm.id = cmc.coursemoduleid "
+                            f"WHERE cmc.coursemoduleid IN ({cms}) AND cmc.timemodified >= ?", (b["cmc"],))
+        for source, column in (("cc_completed", "timecompleted"), ("cc_started", "timestarted"),
+                               ("cc_reaggregate", "reaggregate")):
+            pairs |= self._pairs(source, f"SELECT userid, course, {column} FROM {{t:course_completions}} "
+                                 f"WHERE course IN ({courses}) AND {column} >= ? AND {column} > 0", (b[source],))
+        for source, column in (("ue_created", "timecreated"), ("ue_modified", "timemodified")):
+            pairs |= self._pairs(source, f"SELECT ue.userid, e.courseid, ue.{column} FROM {{t:user_enrolments}} ue "
+                                 f"JOIN {{t:enrol}} e ON e.id = ue.enrolid WHERE e.courseid IN ({courses}) "
+                                 f"AND ue.{column} >= ?", (b[source],))
+        pairs |= self._pairs("ra", f"SELECT ra.userid, ctx.instanceid, ra.timemodified FROM {{t:role_assignments}} ra "
+                             f"JOIN {{t:context}} ctx ON ctx.id = ra.contextid WHERE ctx.contextlevel = 50 "
+                             f"AND ctx.instanceid IN ({courses}) AND ra.timemodified >= ?", (b["ra"],))
+        c = self.scope.companyid
+        users = self.engine.rows(
+            "SELECT id, timemodified FROM {t:user} WHERE timemodified >= ? AND id IN (SELECT userid FROM "
+            "{t:company_users} WHERE companyid = ? UNION SELECT userid FROM {t:local_alx_api_reporting} "
+            "WHERE companyid = ?)", (b["user"], c, c))
+        self._note("user", (r[1] for r in users))
+        renamed = self.engine.rows(f"SELECT id, timemodified FROM {{t:course}} WHERE id IN ({courses}) "
+                                   f"AND timemodified >= ?", (b["course"],))
+        self._note("course", (r[1] for r in renamed))
+        added = self.engine.rows(f"SELECT DISTINCT course, added FROM {{t:course_modules}} WHERE course IN ({courses}) "
+                                 f"AND added >= ?", (b["cm_added"],))
+        self._note("cm_added", (r[1] for r in added))
+        return pairs, {int(r[0]) for r in users}, {int(r[0]) for r in renamed} | {int(r[0]) for r in added}
+
+    def cacherevs(self) -> dict[str, int]:
+        return {str(r[0]): int(r[1]) for r in self.engine.rows(
+            f"SELECT id, cacherev FROM {{t:course}} WHERE id IN ({_ints(self.courses)})")}
+
+    def stored_keys(self, *, active_only: bool, users=None, courses=None) -> set[Key]:
+        sql = "SELECT userid, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ?"
+        if active_only:
+            sql += " AND is_deleted = 0"
+        if users is not None:
+            sql += f" AND userid IN ({_ints(users)})"
+        if courses is not None:
+            sql += f" AND courseid IN ({_ints(courses)})"
+        return {(int(u), int(c)) for u, c in self.engine.rows(sql, (self.scope.companyid,))}
+
+    def expand(self, users: set[int], courses: set[int]) -> set[Key]:
+        """Every pair of these users or courses: stored rows plus in-scope pairs."""
+        keys: set[Key] = set()
+        if users:
+            keys |= self.stored_keys(active_only=False, users=users)
+            keys |= scope_keys(self.engine, self.scope, self.now, users=users)
+        if courses:
+            keys |= self.stored_keys(active_only=False, courses=courses)
+            keys |= scope_keys(self.engine, self.scope, self.now, courses=courses)
+        return keys
+
+    def set_difference(self) -> set[Key]:
+        """Scope changes that leave no timestamp (tasks.md 5.4)."""
+        live = scope_keys(self.engine, self.scope, self.now)
+        active = self.stored_keys(active_only=True)
+        return (live - active) | (active - live)
+
+
+def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback: int, report_roles: list[str],
+                out_of_time: Callable[[], bool]) -> dict:
+    """Process one company (the caller holds its lock). Returns its last_run record."""
+    started = time.time()
+    state = company_state.load(engine, company.id, now)
+    scope = Scope.load(engine, company.id, report_roles)
+    detector = Detector(engine, scope, now)
+    counts = Counts()
+    if "cutoffs" not in state:
+        return _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started)
+    pending = state.get("pending")
+    if pending is None:
+        bounds = {s: int(state["cutoffs"].get(s, 0)) - lookback for s in SOURCES}
+        pending = {"from": bounds, "high": None, "after": None, "cacherev": detector.cacherevs()}
+    pairs, users, courses = detector.timestamped(pending["from"])
+    recorded = state.get("cacherev", {})
+    courses |= {int(c) for c, rev in pending["cacherev"].items() if recorded.get(c) != rev}
+    if pending["high"] is None:
+        pending["high"] = {s: min(detector.seen[s], now) if s in detector.seen else int(state["cutoffs"].get(s, 0))
+                           for s in SOURCES}
+    keys = sorted(pairs | detector.expand(users, courses) | detector.set_difference())
+    if pending["after"] is not None:
+        keys = [k for k in keys if k > tuple(pending["after"])]
+    state["pending"] = pending
+    company_state.save(engine, company.id, state, now)
+    for start in range(0, len(keys), batch_size):
+        if out_of_time():
+            return _stopped(engine, company, state, counts, now, started)
+        batch = keys[start:start + batch_size]
+        live = {p.key: p for p in live_rows(engine, scope, now, users={u for u, _ in batch}) if p.key in set(batch)}
+        pending["after"] = list(batch[-1])
+        result = write_batch(engine, company.id, now, batch, live, lambda b=batch: stored_rows_for(engine, company.id, b),
+                             on_commit=lambda: company_state.save(engine, company.id, state, now))
+        if result.changed:
+            purge_cache(engine, company.id)
+        counts.add(result)
+    state["cutoffs"] = pending["high"]
+    state["cacherev"] = pending["cacherev"]
+    return _complete(engine, company, state, counts, now, started, len(keys))
+
+
+def _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started) -> dict:
+    pending = state.get("pending") or {"full": True, "after": [0, 0], "started": now, "cacherev": detector.cacherevs()}
+    state["pending"] = pending
+
+    def remember(batch):
+        counts.add(batch.counts)
+        pending["after"] = list(batch.upto)
+        company_state.save(engine, company.id, state, now)
+
+    _, after = full_sync(engine, scope, now, batch_size, after=tuple(pending["after"]), on_batch=remember,
+                         should_stop=out_of_time)
+    if after != INF:
+        return _stopped(engine, company, state, counts, now, started)
+    state["cutoffs"] = {s: pending["started"] for s in SOURCES}
+    state["cacherev"] = pending["cacherev"]
+    return _complete(engine, company, state, counts, now, started, counts.checked)
+
+
+def _record(counts: Counts, now: int, started: float, stopped: str, pairs: int) -> dict:
+    return {"started": now, "finished": now + int(time.time() - started), "pairs": pairs, **counts.as_dict(),
+            "seconds": round(time.time() - started, 3), "stopped": stopped}
+
+
+def _stopped(engine, company, state, counts, now, started) -> dict:
+    state["last_run"] = _record(counts, now, started, "time_limit", counts.checked)
+    company_state.save(engine, company.id, state, now)
+    return state["last_run"]
+
+
+def _complete(engine, company, state, counts, now, started, pairs) -> dict:
+    state["pending"] = None
+    state["last_run"] = _record(counts, now, started, "complete", pairs)
+    total = engine.scalar("SELECT total_syncs FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND kind = 'cron'",
+                          (company.id,)) or 0
+    company_state.save(engine, company.id, state, now, last_sync_status="success", last_sync_error=None,
+                       last_sync_timestamp=now, last_sync_records=counts.changed, total_syncs=int(total) + 1,
+                       consecutive_failures=0)
+    return state["last_run"]
+
+
+def record_failure(engine: Engine, company, now: int, error: str) -> int:
+    """A batch failed after retries: keep the pending run, count the failure; returns the count."""
+    failures = int(engine.scalar("SELECT consecutive_failures FROM {t:local_alx_api_sync_status} WHERE companyid = ? "
+                                 "AND kind = 'cron'", (company.id,)) or 0) + 1
+    state = company_state.load(engine, company.id, now)
+    company_state.save(engine, company.id, state, now, last_sync_status="failed", last_sync_error=error[:2000],
+                       consecutive_failures=failures)
+    return failures

@@ -1,0 +1,67 @@
+"""`reconcile_task` (tasks.md section 9): the full company sync for every company, healing drift
+and reporting it; busy companies wait for the next reconcile, a stopped one resumes at its key."""
+
+from __future__ import annotations
+
+import time
+
+from local_alx_report_api.classes import company_state
+from local_alx_report_api.classes.progress import Scope
+from local_alx_report_api.classes.reporting import INF, full_sync
+from moodle_core.engines import LockBusy
+
+EXAMPLES = 20
+
+
+def execute(env, *, companies=None, time_budget: int | None = None) -> dict:
+    budget = env.plugin.reconcile_max_time if time_budget is None else time_budget
+    began = time.monotonic()
+    summary = {"companies": 0, "busy": 0, "drift": 0, "stopped": False}
+    for company in companies or env.moodle.companies():
+        if time.monotonic() - began >= budget or env.should_stop():
+            summary["stopped"] = True
+            break
+        try:
+            with env.engine.lock(f"company_{company.id}"):
+                drift = reconcile_company(env, company, lambda: time.monotonic() - began >= budget or env.should_stop())
+        except LockBusy:
+            env.say(f"Company {company.id} ({company.shortname}) is busy; reconciled next time")
+            summary["busy"] += 1
+            continue
+        if drift is None:
+            summary["stopped"] = True
+            break
+        summary["companies"] += 1
+        summary["drift"] += drift
+    return summary
+
+
+def reconcile_company(env, company, out_of_time) -> int | None:
+    """Drift of the company (rows fixed), or None when the time budget stopped it mid-way."""
+    now = env.clock()
+    state = company_state.load(env.engine, company.id, now)
+    resume = state.get("reconcile_after")
+    after = tuple(resume["after"]) if resume else (0, 0)
+    counts = resume["counts"] if resume else {"checked": 0, "inserted": 0, "updated": 0, "reactivated": 0,
+                                              "deleted": 0}
+    scope = Scope.load(env.engine, company.id, env.plugin.report_roles)
+    started = resume["started"] if resume else now
+
+    def remember(batch):
+        for key in counts:
+            counts[key] += getattr(batch.counts, key)
+
+    _, after = full_sync(env.engine, scope, now, env.plugin.sync_batch_size, after=after, on_batch=remember,
+                         should_stop=out_of_time)
+    state = company_state.load(env.engine, company.id, now)
+    if after != INF:
+        state["reconcile_after"] = {"after": list(after), "counts": counts, "started": started}
+        company_state.save(env.engine, company.id, state, now)
+        return None
+    drift = {k: counts[k] for k in ("inserted", "updated", "reactivated", "deleted")}
+    state.pop("reconcile_after", None)
+    state["last_reconcile"] = {"started": started, "finished": env.clock(), "checked": counts["checked"], "drift": drift}
+    company_state.save(env.engine, company.id, state, now)
+    total = sum(drift.values())
+    env.say(f"Company {company.id} ({company.shortname}): {counts['checked']} pairs checked, drift {total}")
+    return total
