@@ -225,7 +225,7 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def task_manager(ctx: Context, output=print):
+def task_manager(ctx: Context, output=print, should_stop=lambda: False):
     """The scheduled tasks of tasks.md 1 (with settings.ini overrides) and their runner."""
     import importlib.util
 
@@ -243,28 +243,32 @@ def task_manager(ctx: Context, output=print):
     zone = ctx.moodle.site_timezone(ctx.settings.site.timezone)[0]
     clock = lambda: int(time.time())  # noqa: E731
     manager = TaskManager(ctx.engine, defs, zone, clock=clock, output=output)
-    manager.context = lambda m: TaskEnv(ctx.engine, ctx.moodle, ctx.settings, clock, m.say)
+    manager.context = lambda m: TaskEnv(ctx.engine, ctx.moodle, ctx.settings, clock, m.say, should_stop)
     return manager
 
 
 def cmd_cron(args) -> int:
+    import signal
+
     import schedule
 
     ctx = Context(args)
     ctx.moodle.require_tables()
     ctx.require_plugin()
-    manager = task_manager(ctx)
+    stopping = []
+    for sig in (signal.SIGTERM, signal.SIGINT):  # finish the batch in progress, record state, exit 0
+        signal.signal(sig, lambda *_: stopping.append(True))
+    manager = task_manager(ctx, should_stop=lambda: bool(stopping))
     max_runtime = ctx.settings.cron.max_runtime
+    manager.run_pass(max_runtime, should_stop=lambda: bool(stopping))
     if args.keep_alive is None:
-        manager.run_pass(max_runtime)
         return 0
-    stop_at = time.monotonic() + args.keep_alive if args.keep_alive else None
+    stop_at = time.monotonic() + args.keep_alive if args.keep_alive else float("inf")
     runner = schedule.Scheduler()
-    runner.every().minute.at(":00").do(manager.run_pass, max_runtime)
-    manager.run_pass(max_runtime)
-    while stop_at is None or time.monotonic() < stop_at:
+    runner.every().minute.at(":00").do(manager.run_pass, max_runtime, lambda: bool(stopping))
+    while not stopping and time.monotonic() < stop_at:
         runner.run_pending()
-        time.sleep(min(1.0, max(0.0, (stop_at or float("inf")) - time.monotonic())))
+        time.sleep(max(0.0, min(1.0, stop_at - time.monotonic())))
     return 0
 
 

@@ -168,3 +168,36 @@ def test_a_busy_company_is_skipped_and_others_run(synced):
         summary = task.execute(task_env(db, T2, lines))
     assert summary["skipped"] == 1 and summary["processed"] == 1
     assert "Company 5 (acme) is busy; skipped" in lines
+
+
+def test_a_runner_killed_mid_sync_loses_no_change(db, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time as clock
+
+    from moodle_core import generator
+    from local_alx_report_api.classes import installer
+
+    generator.generate(db, companies=2, users=400, courses=6, enrolments_per_user=4, seed=9)
+    installer.install(db, NOW)
+    db.db.close()
+    env = {**os.environ, "ALX_DATABASE_URL": db.url, "ALX_DATABASE_PREFIX": db.prefix,
+           "ALX_REPORT_API_SETTINGS": str(tmp_path / "none.ini"), "ALX_LOCAL_ALX_REPORT_API_SYNC_BATCH_SIZE": "100"}
+    child = subprocess.Popen([sys.executable, "-m", "local_alx_report_api.cli", "task", "run",
+                              "sync_reporting_data_task"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    rows = lambda: db.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting}")  # noqa: E731
+    deadline = clock.monotonic() + 60
+    while rows() < 150 and clock.monotonic() < deadline and child.poll() is None:
+        clock.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    partial = rows()
+    assert 0 < partial, child.stderr.read()
+    done = subprocess.run([sys.executable, "-m", "local_alx_report_api.cli", "task", "run", "sync_reporting_data_task"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    now = int(clock.time())
+    for companyid in (1, 2):
+        assert stored(db, companyid) == expected_rows(db, companyid, now)
