@@ -16,6 +16,7 @@ from local_alx_report_api.classes import installer, webservice_setup
 from local_alx_report_api.classes.populate import populate
 from moodle_core import engines, generator
 from moodle_core.config import ConfigError, settings_path
+from moodle_core.cron import NEVER
 from moodle_core.moodle import Moodle
 
 log = logging.getLogger("alx_report_api")
@@ -280,7 +281,9 @@ def cmd_task(args) -> int:
     if getattr(args, "task_command", None) == "list" or getattr(args, "list", False):
         manager.ensure_states(manager.clock())
         print(f"{'name':28} {'cron':14} {'disabled':8} {'last run':19} {'next run':19} {'fail delay':10} status")
-        stamp = lambda t: "never" if not t else ("-" if t >= 7952342400 else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)))  # noqa: E731
+        def stamp(instant: int) -> str:
+            return "never" if not instant else "-" if instant >= NEVER else manager.local_time(instant)
+
         for task in manager.tasks:
             state = manager.state(task)
             print(f"{task.name:28} {task.cron:14} {'yes' if task.disabled else 'no':8} {stamp(state.lastrun):19} "

@@ -183,8 +183,10 @@ class TaskManager:
         state.data.update(faildelay=delay, nextruntime=finish + delay)
         self._save(task, state, finish)
 
+    def local_time(self, instant: int) -> str:
+        return datetime.fromtimestamp(instant, ZoneInfo(self.timezone)).strftime("%Y-%m-%d %H:%M:%S")
+
     def say(self, text: str) -> None:
         """One line of task output, prefixed with the site-time-zone time."""
-        stamp = datetime.fromtimestamp(self.clock(), ZoneInfo(self.timezone)).strftime("%Y-%m-%d %H:%M:%S")
-        self.output(f"[{stamp}] {text}")
+        self.output(f"[{self.local_time(self.clock())}] {text}")
 

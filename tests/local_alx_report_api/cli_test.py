@@ -108,3 +108,27 @@ def test_demo_site_refuses_a_database_that_holds_a_site(site, capsys):
     run(capsys, "demo-site", "--companies", "1", "--users", "3")
     code, _, err = run(capsys, "demo-site")
     assert code == 1 and "already holds a Moodle site" in err
+
+
+def test_task_list_run_and_cron(site, capsys):
+    run(capsys, "demo-site", "--companies", "1", "--users", "10")
+    code, out, _ = run(capsys, "task", "list")
+    assert code == 0 and "sync_reporting_data_task     0 * * * *" in out and "never" in out
+    code, out, _ = run(capsys, "scheduled-task", "--execute=\\local_alx_report_api\\task\\sync_reporting_data_task")
+    assert code == 0 and "Scheduled task complete: sync_reporting_data_task" in out
+    code, out, _ = run(capsys, "task", "run", "cleanup_task")
+    assert code == 0 and "Cleanup: cache 0" in out
+    code, out, _ = run(capsys, "scheduled-task", "--list")
+    assert code == 0 and out.count(" success") == 2
+    code, _, err = run(capsys, "task", "run", "no_such_task")
+    assert (code, err.strip()) == (2, "alx-report-api: Unknown task no_such_task: see alx-report-api task list")
+    assert run(capsys, "cron")[0] == 0  # nothing due right now: a pass that runs nothing
+
+
+def test_schedule_overrides_come_from_settings(site, capsys):
+    run(capsys, "demo-site", "--companies", "1", "--users", "3")
+    (site / "settings.ini").write_text("[database]\nurl = sqlite:///site.sqlite3\n[scheduled_tasks]\n"
+                                       "cleanup_task = disabled\nreconcile_task = */5 * * * *\n")
+    code, out, _ = run(capsys, "task", "list")
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert " yes " in lines["cleanup_task"] and "*/5 * * * *" in lines["reconcile_task"]
