@@ -43,9 +43,9 @@ class DmlMissingRecordException(MoodleException):
     exception = "dml_missing_record_exception"
 
     def __init__(self, table: str, sql: str, params: list):
-        listed = "".join(f"  {i} => {_php(v)},\\n" for i, v in enumerate(params))
+        listed = "".join(f"  {i} => {_php(v)},\n" for i, v in enumerate(params))
         super().__init__("invalidrecord", f"Can't find data record in database table {table}.",
-                         f"{sql}\\n[array (\\n{listed})]")
+                         f"{sql}\n[array (\n{listed})]")
 
 
 class DmlReadException(MoodleException):

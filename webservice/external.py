@@ -114,7 +114,7 @@ def validate_parameters(schema: dict, raw: dict) -> dict:
 
 
 # -- returns -----------------------------------------------------------------------------------
-_MULTILANG = re.compile(r'^<(span lang="[a-z_-]+" class="multilang"|span class="multilang" lang="[a-z_-]+"|'
+_MULTILANG = re.compile(r'<(span lang="[a-z_-]+" class="multilang"|span class="multilang" lang="[a-z_-]+"|'
                         r'/span|lang lang="[a-z_-]+"|/lang)>', re.ASCII)
 _EMAIL = re.compile(r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
                     r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$", re.ASCII)
@@ -140,7 +140,7 @@ def strip_tags(text: str) -> str:
 
 
 def clean_email(text: str) -> str:
-    if text == "" or (_EMAIL.match(text) and "<" not in text and ">" not in text):
+    if text == "" or (_EMAIL.fullmatch(text) and "<" not in text and ">" not in text):
         return text
     return ""
 

@@ -23,8 +23,10 @@ def parse_pairs(text: str) -> list[tuple[str, str]]:
 def php_parameters(pairs: list[tuple[str, str]]) -> dict:
     """Build PHP's nested arrays from raw pairs: `a[]`, `a[k]`, `a[k][j]`; the last value wins.
 
-    Arrays are dicts with string keys (`a[]` appends the next integer key, as PHP does)."""
+    Arrays are dicts with string keys (`a[]` appends the next integer key, as PHP does); an array
+    built only by `[]` appends is a list."""
     result: dict = {}
+    appended: dict[int, bool] = {}  # id(array) → every key so far came from `[]`
     for raw_name, value in pairs:
         match = _NAME.match(raw_name)
         base, keys = (match.group(1), _KEY.findall(match.group(2))) if match else (raw_name, [])
@@ -38,6 +40,7 @@ def php_parameters(pairs: list[tuple[str, str]]) -> dict:
             result[base] = {}
         node = result[base]
         for depth, key in enumerate(keys):
+            appended[id(node)] = appended.get(id(node), True) and key == ""
             key = key if key != "" else str(_next_index(node))
             if depth == len(keys) - 1:
                 node[key] = value
@@ -45,7 +48,14 @@ def php_parameters(pairs: list[tuple[str, str]]) -> dict:
                 if not isinstance(node.get(key), dict):
                     node[key] = {}
                 node = node[key]
-    return result
+    return {name: _lists(value, appended) for name, value in result.items()}
+
+
+def _lists(value, appended: dict[int, bool]):
+    if not isinstance(value, dict):
+        return value
+    items = {k: _lists(v, appended) for k, v in value.items()}
+    return list(items.values()) if appended.get(id(value)) else items
 
 
 def _next_index(node: dict) -> int:

@@ -9,12 +9,15 @@ from webservice.errors import MoodleException
 
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+_ESCAPED_DEL = re.compile(r"(?<!\\)((?:\\\\)*)\\u007f")  # an unescaped \u007f: PHP writes DEL as is
 
 
 def to_json(value) -> bytes:
     """json_encode without flags: `\\/`, `\\uXXXX` for non-ASCII, no spaces, `[]` for an empty
     structure. Integral floats were already turned into integers by cleaning."""
     text = json.dumps(_php_shape(value), ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    if "\\u007f" in text:
+        text = _ESCAPED_DEL.sub("\\1\x7f", text)
     return text.replace("/", "\\/").encode("ascii")
 
 

@@ -31,6 +31,11 @@ class Detector:
         self.courses = sorted({r[0] for r in engine.rows(
             "SELECT courseid FROM {t:company_course} WHERE companyid = ? UNION "
             "SELECT DISTINCT courseid FROM {t:local_alx_api_reporting} WHERE companyid = ?", (c, c))})
+        # Only members and users with rows can have pairs that matter; driving every source from
+        # them (user indexes) keeps detection proportional to the company, not to shared courses.
+        self.users = sorted({r[0] for r in engine.rows(
+            "SELECT userid FROM {t:company_users} WHERE companyid = ? UNION "
+            "SELECT DISTINCT userid FROM {t:local_alx_api_reporting} WHERE companyid = ?", (c, c))})
         self.seen: dict[str, int] = {}
 
     def _note(self, source: str, stamps) -> None:
@@ -45,35 +50,33 @@ class Detector:
 
     def timestamped(self, bounds: dict[str, int]) -> tuple[set[Key], set[int], set[int]]:
         """(pairs, whole users, whole courses) changed since the bounds, per source."""
-        courses, b = _ints(self.courses), bounds
-        cms = f"SELECT id FROM {{t:course_modules}} WHERE course IN ({courses})"
+        courses, users, b = _ints(self.courses), _ints(self.users), bounds
         pairs = self._pairs("cmc", f"SELECT cmc.userid, cm.course, cmc.timemodified FROM {{t:course_modules_completion}} "
-                            f"cmc JOIN {{t:course_modules}} cm ON cm.id = cmc.coursemoduleid "
-                            f"WHERE cmc.coursemoduleid IN ({cms}) AND cmc.timemodified >= ?", (b["cmc"],))
+                            f"cmc JOIN {{t:course_modules}} cm ON cm.id = cmc.coursemoduleid WHERE cmc.userid IN "
+                            f"({users}) AND cm.course IN ({courses}) AND cmc.timemodified >= ?", (b["cmc"],))
         for source, column in (("cc_completed", "timecompleted"), ("cc_started", "timestarted"),
                                ("cc_reaggregate", "reaggregate")):
-            pairs |= self._pairs(source, f"SELECT userid, course, {column} FROM {{t:course_completions}} "
-                                 f"WHERE course IN ({courses}) AND {column} >= ? AND {column} > 0", (b[source],))
+            pairs |= self._pairs(source, f"SELECT userid, course, {column} FROM {{t:course_completions}} WHERE userid "
+                                 f"IN ({users}) AND course IN ({courses}) AND {column} >= ? AND {column} > 0",
+                                 (b[source],))
         for source, column in (("ue_created", "timecreated"), ("ue_modified", "timemodified")):
             pairs |= self._pairs(source, f"SELECT ue.userid, e.courseid, ue.{column} FROM {{t:user_enrolments}} ue "
-                                 f"JOIN {{t:enrol}} e ON e.id = ue.enrolid WHERE e.courseid IN ({courses}) "
-                                 f"AND ue.{column} >= ?", (b[source],))
+                                 f"JOIN {{t:enrol}} e ON e.id = ue.enrolid WHERE ue.userid IN ({users}) "
+                                 f"AND e.courseid IN ({courses}) AND ue.{column} >= ?", (b[source],))
         pairs |= self._pairs("ra", f"SELECT ra.userid, ctx.instanceid, ra.timemodified FROM {{t:role_assignments}} ra "
-                             f"JOIN {{t:context}} ctx ON ctx.id = ra.contextid WHERE ctx.contextlevel = 50 "
-                             f"AND ctx.instanceid IN ({courses}) AND ra.timemodified >= ?", (b["ra"],))
-        c = self.scope.companyid
-        users = self.engine.rows(
-            "SELECT id, timemodified FROM {t:user} WHERE timemodified >= ? AND id IN (SELECT userid FROM "
-            "{t:company_users} WHERE companyid = ? UNION SELECT userid FROM {t:local_alx_api_reporting} "
-            "WHERE companyid = ?)", (b["user"], c, c))
-        self._note("user", (r[1] for r in users))
+                             f"JOIN {{t:context}} ctx ON ctx.id = ra.contextid WHERE ra.userid IN ({users}) "
+                             f"AND ctx.contextlevel = 50 AND ctx.instanceid IN ({courses}) AND ra.timemodified >= ?",
+                             (b["ra"],))
+        changed = self.engine.rows(f"SELECT id, timemodified FROM {{t:user}} WHERE id IN ({users}) "
+                                   f"AND timemodified >= ?", (b["user"],))
+        self._note("user", (r[1] for r in changed))
         renamed = self.engine.rows(f"SELECT id, timemodified FROM {{t:course}} WHERE id IN ({courses}) "
                                    f"AND timemodified >= ?", (b["course"],))
         self._note("course", (r[1] for r in renamed))
         added = self.engine.rows(f"SELECT DISTINCT course, added FROM {{t:course_modules}} WHERE course IN ({courses}) "
                                  f"AND added >= ?", (b["cm_added"],))
         self._note("cm_added", (r[1] for r in added))
-        return pairs, {int(r[0]) for r in users}, {int(r[0]) for r in renamed} | {int(r[0]) for r in added}
+        return pairs, {int(r[0]) for r in changed}, {int(r[0]) for r in renamed} | {int(r[0]) for r in added}
 
     def cacherevs(self) -> dict[str, int]:
         return {str(r[0]): int(r[1]) for r in self.engine.rows(

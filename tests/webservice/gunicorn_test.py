@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from moodle_core import generator
 from local_alx_report_api.classes import installer
+from moodle_core import generator
 from tests.webapp import FUNCTION
 
 

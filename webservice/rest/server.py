@@ -51,10 +51,11 @@ class RestServer:
 
     # -- reading the request -------------------------------------------------------------------
     def _parameters(self, req) -> dict:
-        pairs = parse_pairs(req.query_string or "")
+        """Query merged with the body at the top level: a name in both takes the body's whole value."""
+        merged = php_parameters(parse_pairs(req.query_string or ""))
         if req.method == "POST":
-            pairs += self._body_pairs(req)
-        return php_parameters(pairs)
+            merged.update(php_parameters(self._body_pairs(req)))
+        return merged
 
     def _body_pairs(self, req) -> list[tuple[str, str]]:
         kind = (req.content_type or "").split(";")[0].strip().lower()
@@ -170,6 +171,7 @@ class RestServer:
         arguments = validate_parameters(implemented.parameters, params)
         call.log.extra.update({k: arguments[k] for k in logged})
         result = implemented.execute(call, **arguments)
+        call.log.set(record_count=len(result) if isinstance(result, list) else 1)
         changed: list = []
         cleaned = clean_returns(implemented.returns, result, changed)
         if changed:
