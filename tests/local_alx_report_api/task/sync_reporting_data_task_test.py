@@ -177,8 +177,8 @@ def test_a_runner_killed_mid_sync_loses_no_change(db, tmp_path):
     import sys
     import time as clock
 
-    from moodle_core import generator
     from local_alx_report_api.classes import installer
+    from moodle_core import generator
 
     generator.generate(db, companies=2, users=400, courses=6, enrolments_per_user=4, seed=9)
     installer.install(db, NOW)
