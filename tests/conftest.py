@@ -126,3 +126,27 @@ def refsite(refsite_url):
     engine.db.close()
     admin.db.execute_sql(f'DROP DATABASE IF EXISTS "{name}"')
     admin.db.close()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "case_matrix_on_sqlite: the whole case matrix runs on SQLite; PostgreSQL "
+                                       "and MariaDB run the first case only (the logic is engine-independent)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Thin out engine-independent case matrices on the server engines (see the marker)."""
+    seen: set[tuple[str, str]] = set()
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("db") if callspec else None
+        if item.get_closest_marker("case_matrix_on_sqlite") and engine in ("postgresql", "mariadb"):
+            key = (item.nodeid.split("[")[0], engine)
+            if key in seen:
+                drop.append(item)
+                continue
+            seen.add(key)
+        keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

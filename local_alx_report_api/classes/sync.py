@@ -8,7 +8,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from local_alx_report_api.classes import company_state
+from local_alx_report_api.classes import company_state, sequence
 from local_alx_report_api.classes.progress import Key, Scope, live_rows, scope_keys
 from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
 from moodle_core.engines import Engine
@@ -193,9 +193,10 @@ def _complete(engine, company, state, counts, now, started, pairs) -> dict:
 
 def record_failure(engine: Engine, company, now: int, error: str) -> int:
     """A batch failed after retries: keep the pending run, count the failure; returns the count."""
+    sequence.ensure_counter(engine, company.id, now)
     failures = int(engine.scalar("SELECT consecutive_failures FROM {t:local_alx_api_sync_status} WHERE companyid = ? "
                                  "AND kind = 'cron'", (company.id,)) or 0) + 1
-    state = company_state.load(engine, company.id, now)
-    company_state.save(engine, company.id, state, now, last_sync_status="failed", last_sync_error=error[:2000],
-                       consecutive_failures=failures)
+    engine.execute("UPDATE {t:local_alx_api_sync_status} SET last_sync_status = 'failed', last_sync_error = ?, "
+                   "consecutive_failures = ?, updated_at = ? WHERE companyid = ? AND kind = 'cron'",
+                   (error[:2000], failures, now, company.id))
     return failures

@@ -132,3 +132,22 @@ def test_schedule_overrides_come_from_settings(site, capsys):
     code, out, _ = run(capsys, "task", "list")
     lines = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert " yes " in lines["cleanup_task"] and "*/5 * * * *" in lines["reconcile_task"]
+
+
+def test_cron_keep_alive_stops_after_its_time_and_on_sigterm(site, capsys):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run(capsys, "demo-site", "--companies", "1", "--users", "3")
+    command = [sys.executable, "-m", "local_alx_report_api.cli", "cron"]
+    env = {**os.environ, "ALX_REPORT_API_SETTINGS": str(site / "settings.ini")}
+    started = time.monotonic()
+    done = subprocess.run([*command, "--keep-alive=2"], cwd=site, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and 2 <= time.monotonic() - started < 30, done.stderr
+    child = subprocess.Popen([*command, "--keep-alive"], cwd=site, env=env, stdout=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=30) == 0

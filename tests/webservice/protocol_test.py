@@ -129,6 +129,7 @@ def set_config(db, name, value):
 
 
 # -- 1. endpoint, methods, enablement -----------------------------------------------------------
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("enable, protocols, open_", [
     ("1", "rest", True), ("1", " soap , rest ", True), ("0", "rest", False), ("", "rest", False),
     (None, "rest", False), ("1", "soap", False), ("1", "restful,soap", False), ("1", None, False)])
@@ -145,6 +146,7 @@ def test_enablement(db, site, enable, protocols, open_):
     assert (row["errorcode"], row["userid"], row["counted"]) == ("restdisabled", 0, 0)
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("path", [ENDPOINT + "/", ENDPOINT + "/more", "/webservice/rest/", "/server.php", "/"])
 def test_other_paths_are_not_found(db, site, path):
     resp = app_for(db).get(path + "?wstoken=x", expect_errors=True)
@@ -161,6 +163,7 @@ def test_head_is_get_without_a_body(db, site):
     assert [extra(r)["request_method"] for r in logs(db)] == ["GET", "HEAD"]
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("method", ["OPTIONS", "PUT", "PATCH", "DELETE"])
 def test_other_methods_are_get_and_options_has_no_preflight(db, site, method):
     app, token = app_for(db), site.tokens[0][0]
@@ -201,6 +204,7 @@ def test_json_body_is_ignored(db, site):
     assert resp.body == INVALIDTOKEN_XML and headers(resp) == XML_HEADERS
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("fmt", ["JSON", "Json", "", None, "yaml", " json", "xml"])
 def test_every_format_but_json_is_xml(db, site, fmt):
     app = app_for(db)
@@ -212,6 +216,7 @@ def test_every_format_but_json_is_xml(db, site, fmt):
 
 
 # -- 4.1–4.3 tokens ---------------------------------------------------------------------------
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("case", ["unknown", "empty", "absent", "tokentype1", "tokentype2"])
 def test_tokens_that_are_not_found(db, site, case):
     token = {"unknown": "0123456789abcdef0123456789abcdef", "empty": "", "absent": None}.get(case, site.tokens[0][0])
@@ -238,6 +243,7 @@ def test_token_equality_is_the_databases_and_the_hash_is_of_the_stored_token(db,
         assert row["token_hash"] == sha(token.upper())
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("validuntil, expired", [(0, False), (None, False), (NOW, False), (NOW - 1, True)])
 def test_validuntil(db, site, validuntil, expired):
     token = site.tokens[0][0]
@@ -262,6 +268,7 @@ def test_token_linked_to_a_browser_login(db, site, debug):
     assert db.scalar("SELECT COUNT(*) FROM {t:external_tokens} WHERE token = ?", (token,)) == 1
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("entries, ip, allowed", [
     ("192.168.1.10", "192.168.1.10", True), ("192.168.1.10", "192.168.1.11", False),
     ("192.168.1.0/24", "192.168.1.200", True), ("192.168.1.0/24", "192.168.2.1", False),
@@ -297,6 +304,7 @@ def test_token_user_missing(db, site, debug):
     assert doc["debuginfo"].endswith(",\n)]")
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("before, after", [(None, NOW), (0, NOW), (NOW - 60, NOW), (NOW - 59, NOW - 59),
                                            (NOW + 500, NOW + 500)])
 def test_lastaccess_updated_at_most_every_minute_even_if_a_later_step_fails(db, site, before, after):
@@ -307,6 +315,7 @@ def test_lastaccess_updated_at_most_every_minute_even_if_a_later_step_fails(db, 
 
 
 # -- 4.4 users, 4.5 capability -------------------------------------------------------------------
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("change, code, word", [
     ("deleted = 1", "wsaccessuserdeleted", "deleted"), ("confirmed = 0", "wsaccessuserunconfirmed", "unconfirmed"),
     ("suspended = 1", "wsaccessusersuspended", "suspended"),
@@ -336,6 +345,7 @@ def test_maintenance_mode_lets_only_maintenance_access_through(db, site):
     assert json.loads(ws(app, token, SITE_INFO).body)["errorcode"] == "wsaccessusersuspended"
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("last, timecreated, expiration, days, auth, expired", [
     (NOW - 30 * 86400 - 1, NOW, "1", "30", "manual", True), (NOW - 30 * 86400, 0, "1", "30", "manual", False),
     (None, NOW - 30 * 86400 - 1, "1", "30", "manual", True), (None, NOW - 86400, "1", "30", "manual", False),
@@ -374,6 +384,7 @@ def run(db, statements, uid):
         db.execute(sql, (uid,) if "?" in sql else ())
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("statements, allowed", [
     ([UNASSIGN], False), ([grant(7, 1, -1000)], False), ([TOKEN_IN_CONTEXT_2, grant(13, 2, -1)], False),
     ([UNASSIGN, grant(7, 1, 1)], True),
@@ -397,6 +408,7 @@ def test_site_admin_always_holds_the_capability(db, site):
 
 
 # -- 5. functions ------------------------------------------------------------------------------
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("debug", [False, True])
 @pytest.mark.parametrize("function", [None, ""])
 def test_missing_function_name(db, site, debug, function):
@@ -433,6 +445,7 @@ def _service_user(validuntil="NULL", ip="NULL"):
             f"timecreated) SELECT id, ?, {ip}, {validuntil}, 0 FROM {{t:external_services}}")
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("statements, allowed", [
     ([], True),
     (["DELETE FROM {t:external_services_functions} WHERE functionname = 'core_webservice_get_site_info'"], False),
@@ -461,6 +474,7 @@ LIMIT_ABC = ("limit => Invalid parameter value detected: Invalid external api pa
              "the server was expecting \"int\" type")
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("debug", [False, True])
 @pytest.mark.parametrize("fmt", ["json", "xml"])
 def test_parameter_error_with_debuginfo_only_in_debug_mode(db, site, debug, fmt):
@@ -476,6 +490,7 @@ def test_parameter_error_with_debuginfo_only_in_debug_mode(db, site, debug, fmt)
     assert extra(row)["limit"] == "abc"
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("function, params, debuginfo", [
     (FUNCTION, {"limit": "+5"}, LIMIT_ABC.replace("abc", "+5")),
     (FUNCTION, {"offset": "-0"}, LIMIT_ABC.replace("abc", "-0").replace("limit", "offset")),
@@ -496,6 +511,7 @@ def test_reserved_parameters_are_accepted_and_ignored(db, site):
     assert site_info_ok(ws(app, token, SITE_INFO, **settings, **{"serviceshortnames[]": "a-b_1"}))
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("token_ok, setup, function, params, expected", [
     (False, None, "bad_name", {}, INVALIDTOKEN),
     (True, None, "bad_name", {"limit": "abc"}, NO_FUNCTION),
@@ -511,6 +527,7 @@ def test_processing_order(db, site, token_ok, setup, function, params, expected)
 
 
 # -- 4.1 Bearer, 13 client IP ------------------------------------------------------------------------
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("header, wstoken, allow, used, auth", [
     ("Bearer {t}", None, "true", True, "bearer"), ("bearer    {t}", None, "true", True, "bearer"),
     ("  BEARER {t}  ", None, "true", True, "bearer"), ("Bearer {t}", "", "true", True, "bearer"),
@@ -526,6 +543,7 @@ def test_bearer_token(db, site, header, wstoken, allow, used, auth):
     assert row["token_hash"] == (sha(token) if used else sha(wstoken) if wstoken else None)
 
 
+@pytest.mark.case_matrix_on_sqlite
 @pytest.mark.parametrize("peer, forwarded, trusted, client", [
     ("10.1.2.3", "203.0.113.7", None, "10.1.2.3"), ("10.1.2.3", "203.0.113.7", "10.0.0.0/8", "203.0.113.7"),
     ("10.1.2.3", "198.51.100.1, 203.0.113.7, 10.9.9.9", "10.0.0.0/8", "203.0.113.7"),

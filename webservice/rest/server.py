@@ -158,10 +158,9 @@ class RestServer:
         if not function:
             raise InvalidParameterException("Missing function name")
         implemented = site.registry.functions.get(function)
-        if implemented is None or engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?",
-                                                (function,)) is None:
-            if implemented is None and engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?",
-                                                     (function,)) is not None:
+        known = engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?", (function,)) is not None
+        if implemented is None or not known:
+            if known:
                 log.warning("function %s is in external_functions but not implemented by this service", function)
             raise DmlMissingRecordException("external_functions", "SELECT * FROM {external_functions} WHERE name = ?",
                                             [function])

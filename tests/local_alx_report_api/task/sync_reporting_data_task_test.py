@@ -201,3 +201,20 @@ def test_a_runner_killed_mid_sync_loses_no_change(db, tmp_path):
     now = int(clock.time())
     for companyid in (1, 2):
         assert stored(db, companyid) == expected_rows(db, companyid, now)
+
+
+def test_a_failing_company_never_stops_the_others(synced):
+    db, b, _ = synced
+    b.company("Other", "other", companyid=6)
+    b.course("Other course", "OC", courseid=20)
+    b.company_course(6, 20)
+    b.flush()
+    # a real fault: company 5's stored sync state is no longer readable
+    db.execute("UPDATE {t:local_alx_api_sync_status} SET state_data = '{broken' WHERE companyid = 5 AND kind = 'cron'")
+    lines = []
+    summary = task.execute(task_env(db, T2, lines))
+    assert (summary["failed"], summary["processed"]) == (1, 1)
+    row = db.execute("SELECT last_sync_status, consecutive_failures, last_sync_error FROM {t:local_alx_api_sync_status} "
+                     "WHERE companyid = 5 AND kind = 'cron'").fetchone()
+    assert row[0] == "failed" and row[1] == 1 and row[2].startswith("JSONDecodeError")
+    assert any(line.startswith("Company 5 (acme) failed (1 in a row)") for line in lines)
