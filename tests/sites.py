@@ -90,3 +90,19 @@ def api_token(b: SiteBuilder, companyid: int, token: str = "a" * 32, username: s
     b.token(uid, b.next_ids["serviceid"], token)
     b.flush()
     return token
+
+
+def full_company(b: SiteBuilder, *, users: int, courses: int, companyid: int = 1) -> None:
+    """A company where every one of `users` learners is a student in each of its `courses`."""
+    b.company("Big", "big", companyid=companyid)
+    ids = [b.course(f"Course {n}", f"C{n}") for n in range(courses)]
+    enrols = {c: b.enrol_instance(c) for c in ids}
+    for c in ids:
+        b.company_course(companyid, c)
+    for n in range(users):
+        uid = b.user(f"u{n}", "U", str(n), f"u{n}@example.com")
+        b.member(companyid, uid)
+        for c in ids:
+            b.enrol(enrols[c], uid, timecreated=1704067200)
+            b.assign(5, c, uid)
+    b.flush()

@@ -7,7 +7,7 @@ from local_alx_report_api.classes.populate import populate
 from moodle_core import generator
 from moodle_core.moodle import Moodle
 from tests.oracle import expected_rows, stored
-from tests.sites import NOW, new_site, worked_examples
+from tests.sites import NOW, full_company, new_site, worked_examples
 
 
 def run(engine, *, batch_size=100, now=NOW, companies=None, lock_wait=5.0, lines=None):
@@ -86,19 +86,7 @@ def test_changes_soft_deletes_and_reactivation_get_new_sequence_values(db):
 
 def test_many_courses_per_user_in_small_batches_are_never_collapsed(db):
     b = new_site(db)
-    b.company("Big", "big", companyid=1)
-    courses = [b.course(f"Course {n}", f"C{n}") for n in range(30)]
-    enrols = {c: b.enrol_instance(c) for c in courses}
-    for c in courses:
-        b.company_course(1, c)
-    b.flush()
-    for n in range(12):
-        uid = b.user(f"u{n}", "U", str(n), f"u{n}@example.com")
-        b.member(1, uid)
-        for c in courses:
-            b.enrol(enrols[c], uid, timecreated=1704067200)
-            b.assign(5, c, uid)
-    b.flush()
+    full_company(b, users=12, courses=30)
     state = run(db, batch_size=100)
     assert state.totals.inserted == 12 * 30
     assert stored(db, 1) == expected_rows(db, 1, NOW)

@@ -7,7 +7,7 @@ from local_alx_report_api.classes import company_state
 from local_alx_report_api.task import cleanup_task, reconcile_task
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.oracle import expected_rows, stored
-from tests.sites import NOW, new_site, worked_examples
+from tests.sites import NOW, full_company, new_site, worked_examples
 from tests.tasks import task_env
 
 DAY = 86400
@@ -36,18 +36,7 @@ def test_reconcile_reports_zero_on_a_healthy_site_and_heals_drift(db):
 
 def test_a_stopped_reconcile_resumes_at_its_key(db):
     b = new_site(db)
-    b.company("Big", "big", companyid=1)
-    courses = [b.course(f"Course {n}", f"C{n}") for n in range(5)]
-    enrols = {c: b.enrol_instance(c) for c in courses}
-    for c in courses:
-        b.company_course(1, c)
-    for n in range(60):
-        uid = b.user(f"u{n}", "U", str(n), f"u{n}@example.com")
-        b.member(1, uid)
-        for c in courses:
-            b.enrol(enrols[c], uid, timecreated=1704067200)
-            b.assign(5, c, uid)
-    b.flush()
+    full_company(b, users=60, courses=5)
     rows = lambda: db.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting} WHERE companyid = 1")  # noqa: E731
     env = task_env(db, NOW, should_stop=lambda: rows() >= 100, local_alx_report_api__sync_batch_size=100)
     assert reconcile_task.execute(env)["stopped"] is True

@@ -6,7 +6,7 @@ import pytest
 from local_alx_report_api.classes import company_state
 from local_alx_report_api.task import sync_reporting_data_task as task
 from tests.oracle import expected_rows, stored
-from tests.sites import NOW, new_site, worked_examples
+from tests.sites import NOW, full_company, new_site, worked_examples
 from tests.tasks import task_env
 
 T1 = NOW + 100  # when the Moodle change happens
@@ -124,18 +124,7 @@ def test_reentering_scope_reactivates(synced):
 
 def test_a_stopped_run_resumes_and_loses_nothing(db):
     b = new_site(db)
-    b.company("Big", "big", companyid=1)
-    courses = [b.course(f"Course {n}", f"C{n}") for n in range(5)]
-    enrols = {c: b.enrol_instance(c) for c in courses}
-    for c in courses:
-        b.company_course(1, c)
-    users = [b.user(f"u{n}", "U", str(n), f"u{n}@example.com") for n in range(60)]
-    for uid in users:
-        b.member(1, uid)
-        for c in courses:
-            b.enrol(enrols[c], uid, timecreated=1704067200)
-            b.assign(5, c, uid)
-    b.flush()
+    full_company(b, users=60, courses=5)
     batches = []
     stop_after_two = lambda: len(batches) >= 2  # noqa: E731
     env = task_env(db, NOW, should_stop=stop_after_two, local_alx_report_api__sync_batch_size=100)
