@@ -65,6 +65,7 @@ class Engine:
 
     kind = ""
     max_identifier = 63
+    for_update = " FOR UPDATE"  # row lock of a SELECT inside a write transaction
 
     def __init__(self, db: peewee.Database, url: str, prefix: str):
         self.db = db
@@ -288,6 +289,7 @@ class Engine:
 
 class SqliteEngine(Engine):
     kind = "sqlite"
+    for_update = ""  # the write transaction (BEGIN IMMEDIATE) already excludes other writers
 
     def write_transaction(self):
         return self.db.atomic("IMMEDIATE")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from local_alx_report_api.classes import company_settings, pages, ratelimit
+from local_alx_report_api.classes import cache, company_settings, pages, pulls, ratelimit, sequence
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.lang import get_string
 from webservice.errors import MoodleException
@@ -53,18 +53,56 @@ def execute(call, limit: int = 100, offset: int = 0) -> list[dict]:
         raise _error("invalidrequestmethod")
     if call.company is None:
         raise _error("nocompanyassociation")
-    settings = company_settings.load(call.engine, call.company.id)
-    scope = Scope.load(call.engine, call.company.id, plugin.report_roles)
-    call.log.set(sync_mode="full")
-    call.log.extra["page"] = "stateless"
-    if pages.has_rows(call.engine, call.company.id):
-        rows = pages.table_page(call.engine, call.company.id, scope.courses, offset, limit)
-        call.log.set(data_source="table")
-    else:
-        rows = pages.live_page(call.engine, scope, call.now, offset, limit)
-        call.log.set(data_source="live", cache_status="off")
-        call.log.extra["fallback_reason"] = "never_filled"
+    engine, companyid = call.engine, call.company.id
+    settings = company_settings.load(engine, companyid)
     zone = ZoneInfo(call.timezone)
-    elements = [pages.element(row, settings.fields, zone) for row in rows]
-    call.log.set(record_count=len(elements))
-    return elements
+    fields = settings.fields
+    req = pulls.PageRequest(companyid, call.log.fields["token_hash"], call.caller.userid, limit, offset,
+                            Scope.load(engine, companyid, plugin.report_roles), settings.get("sync_mode"),
+                            settings.get("sync_window_hours"), settings.get("adaptive_sync_window") == 1,
+                            settings.get("incremental_deletions") == 1, call.now, call.timezone)
+    use_cache = settings.get("enable_cache") == 1
+    sig = cache.signature(fields, req.deletions, call.timezone)
+    status = {"cache": "off" if not use_cache else None}
+
+    def to_elements(rows) -> list[dict]:
+        return [pages.element(r.progress, fields, zone, deleted=r.deleted) for r in rows]
+
+    def read_table(definition, after, at_offset) -> pulls.Slice:
+        if not use_cache:
+            rows = pulls.table_rows(engine, req, definition, after=after, offset=at_offset)
+            return pulls.Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
+        position = f"a{after[0]}-{after[1]}" if after is not None else f"o{at_offset}"
+        since = definition.since if definition.mode == "incremental" else 0
+        key = cache.key(companyid, definition.mode, since, position, limit, sig, sequence.current(engine, companyid))
+        hit, corrupt = cache.read(engine, companyid, key, call.now)
+        if corrupt:
+            call.log.extra["cache_corrupt"] = True
+        if hit is not None:
+            status["cache"] = "hit"
+            return pulls.Slice(hit["rows"], tuple(hit["last"]) if hit["last"] else None, hit["count"])
+        status["cache"] = "miss"
+        rows = pulls.table_rows(engine, req, definition, after=after, offset=at_offset)
+        served = pulls.Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
+        cache.write(engine, companyid, key, {"rows": served.elements, "last": list(served.last) if served.last else None,
+                                             "count": served.count}, call.now, settings.get("cache_ttl_minutes"))
+        return served
+
+    database = call.settings.database
+    try:
+        if req.sync_mode == 3:
+            outcome = pulls.serve_stateless(engine, req, read_table=read_table, to_elements=to_elements)
+        else:
+            outcome = pulls.serve(engine, req, read_table=read_table, to_elements=to_elements,
+                                  attempts=database.retry_attempts, base_delay=database.retry_base_delay)
+    except Exception as exc:
+        raise pulls.as_moodle_error(engine, exc) from exc
+    definition = outcome.definition
+    call.log.set(sync_mode=definition.mode, data_source="cache" if status["cache"] == "hit" else outcome.source,
+                 cache_status="off" if outcome.source == "live" else status["cache"], record_count=outcome.slice.count)
+    call.log.extra.update(page=outcome.page, since=definition.since, until=definition.until)
+    if outcome.pull is not None:
+        call.log.extra["pull_id"] = outcome.pull["id"]
+    if outcome.fallback_reason:
+        call.log.extra["fallback_reason"] = outcome.fallback_reason
+    return outcome.slice.elements
