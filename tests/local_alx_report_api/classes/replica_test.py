@@ -134,7 +134,7 @@ def run_rounds(site: Site, rounds) -> None:
         site.sync()
         injected = iter(spec["between"])
 
-        def between():
+        def between(injected=injected):
             for change in next(injected, []):
                 site.change(*change)
             site.tick(5)
