@@ -1,10 +1,9 @@
 """Replays the 46 raw responses of the original plugin on the IOMAD 4.4.5 reference site
 (protocol.md section 17) in the modes "identical", "layout" and "differs".
 
-The pull model of sync-and-cache.md 5 is not implemented yet: every page is served statelessly
-(offset N gives rows N+1 … N+L of the company's full ordered rows; the live fallback when the
-company has no reporting rows). Where a capture depends on more than that, a comment says so and
-the test checks what holds now."""
+Where a capture depends on the pull model (sync-and-cache.md 5), a comment says what our answer
+is by that model: pages of one pull continue by key, a pull completes with its short page, and
+Auto answers an offset-0 request incrementally only after a completed pull within the window."""
 
 from __future__ import annotations
 
@@ -252,8 +251,9 @@ def test_rate_limit_calls_in_order(refsite):
     refsite.insert("local_alx_api_settings", {"companyid": 3, "setting_name": "rate_limit", "setting_value": 2,
                                               "timecreated": NOW, "timemodified": NOW})
     rows = ordered(refsite, 3)[:2]
-    # Which rows come depends on the token's sync state with the pull model (sync-and-cache.md 5.4;
-    # the original answered [] to call 2). Now both calls get the first 2 rows of the full list.
+    # Call 1 starts a full pull (the token has no completed pull); its page is full (2 rows), so the
+    # pull stays open and call 2, at offset 0 again, starts a new full pull: the same 2 rows (the
+    # original answered [] to call 2, sync-and-cache.md 5.3).
     check_json_page(progress(app, INITECH, limit="2"), "initech_ratelimit_call1.txt", rows, ALL_KEYS, 1, limit=2)
     check_json_page(progress(app, INITECH, limit="2"), "initech_ratelimit_call2.txt", rows, ALL_KEYS, 0, limit=2)
     check_identical(progress(app, INITECH, limit="2"), "initech_ratelimit_call3_json.txt", 0, limit=2, retry=True)
@@ -330,20 +330,21 @@ def test_bearer_header_does_not_override_wstoken(refsite):
 
 
 def test_acme_empty_xml_page(refsite):
-    # The capture is an incremental page with no changes (pull model, sync-and-cache.md 5.4, not
-    # implemented yet). What holds now: an empty XML page is byte-identical to it, and the captured
-    # request (offset 0) gets a start page of the full rows in the same layout.
+    # The capture is an incremental page with no changes: after a completed full pull, Auto answers
+    # the next offset-0 request within the window incrementally (sync-and-cache.md 5.4), and nothing
+    # changed, so the page is empty and byte-identical to the capture.
     app = prepared(refsite)
-    check_identical(progress(app, ACME, fmt=None, limit="5", offset="1000"), "acme_xml_limit5_incremental.txt", 99)
-    check_xml_page(progress(app, ACME, fmt=None, limit="5", offset="0"), "acme_xml_limit5_incremental.txt",
-                   ordered(refsite, 1)[:5], ALL_KEYS, 98)
+    full = json.loads(progress(app, ACME, limit="1000").body)
+    assert len(full) == len(ordered(refsite, 1))  # short page: the pull completed
+    check_identical(progress(app, ACME, fmt=None, limit="5", offset="0"), "acme_xml_limit5_incremental.txt", 98)
+    # a stateless page past the end is the same empty document
+    check_identical(progress(app, ACME, fmt=None, limit="5", offset="1000"), "acme_xml_limit5_incremental.txt", 97)
 
 
 # --- differs ---------------------------------------------------------------------------------
 
 def test_acme_second_page_is_the_next_five_rows(refsite):
-    # The original answered [] (incremental). Here: rows 6-10 of the full pull (a "next" page in
-    # the pull model, a stateless OFFSET page now: the same rows either way).
+    # The original answered [] (incremental). Here: rows 6-10 of the full pull (a "next" page).
     app = prepared(refsite)
     rows = ordered(refsite, 1)
     check_json_page(progress(app, ACME, limit="5", offset="0"), "acme_json_limit5_offset0.txt", rows[:5], ALL_KEYS)
@@ -353,8 +354,7 @@ def test_acme_second_page_is_the_next_five_rows(refsite):
 
 def test_acme_offset_zero_again_is_a_full_start_page(refsite):
     # The original answered [] (incremental within the window). The spec: a full start page
-    # again, as the earlier pull never completed (sync-and-cache.md 5.3, 5.4). Now every
-    # offset-0 page is the first 5 rows of the full list, which is what this checks.
+    # again, as the earlier pull never completed (sync-and-cache.md 5.3, 5.4).
     app = prepared(refsite)
     rows = ordered(refsite, 1)
     progress(app, ACME, limit="5", offset="0")
