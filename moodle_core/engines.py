@@ -150,6 +150,14 @@ class Engine:
         with self.write_transaction():
             yield
 
+    def reconnect(self) -> None:
+        """Drop a connection that failed and open a new one (before retrying a unit of work)."""
+        try:
+            self.db.close()
+        except Exception:  # noqa: BLE001 - the old connection is gone either way
+            self.db._state.reset()
+        self.db.connect(reuse_if_open=True)
+
     def transient(self, exc: BaseException) -> bool:
         """Errors worth retrying: lost connections, deadlocks, lock timeouts, busy files."""
         return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError))

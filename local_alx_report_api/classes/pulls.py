@@ -219,6 +219,7 @@ def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts
                 break
             log.warning("page read failed (attempt %d of %d): %s", attempt + 1, attempts, exc)
             time.sleep(base_delay * 2 ** attempt)
+            engine.reconnect()
     log.error("reporting table read failed; answering from live data: %s", failure)
     with engine.write_transaction():
         return _unit(engine, req, read_table, to_elements, type(failure).__name__)
