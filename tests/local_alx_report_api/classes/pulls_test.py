@@ -172,3 +172,26 @@ def test_effective_window_adapts_to_usage(big):
     assert pulls.effective_window(db, req, state) == (12.0, "high")
     req.adaptive = False
     assert pulls.effective_window(db, req, state) == (24.0, None)
+
+
+@pytest.mark.parametrize("db", ["postgresql", "mariadb"], indirect=True)
+def test_simultaneous_pages_of_one_token_are_handled_one_at_a_time(big):
+    import threading
+
+    db, _, token = big
+    client = Client(db, token)
+    first = client.page(50, 0)
+    results, barrier = [], threading.Barrier(4)
+
+    def same_next_page():
+        barrier.wait()
+        results.append(client.page(50, 50))
+
+    threads = [threading.Thread(target=same_next_page) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r == results[0] for r in results) and keys(results[0])[0] > keys(first)[-1]
+    pull = client.state()["data"]["pull"]
+    assert (pull["next_offset"], pull["prev_offset"]) == (100, 50)  # one next, then repeats of it
