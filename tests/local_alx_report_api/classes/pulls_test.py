@@ -195,3 +195,4 @@ def test_simultaneous_pages_of_one_token_are_handled_one_at_a_time(big):
     assert all(r == results[0] for r in results) and keys(results[0])[0] > keys(first)[-1]
     pull = client.state()["data"]["pull"]
     assert (pull["next_offset"], pull["prev_offset"]) == (100, 50)  # one next, then repeats of it
+    assert pull["pages"] == 5  # no update was lost: each request saw the state the one before left
