@@ -1,0 +1,68 @@
+"""Alerts (monitoring.md section 3): raising with de-duplication and cooldown, resolving,
+and whether an alert is to be notified."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+from moodle_core.engines import Engine
+
+log = logging.getLogger(__name__)
+RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+AUTO_NOTE = "Resolved automatically: condition cleared"
+PENDING, SENT, NOT_REQUIRED, FAILED = 0, 1, 2, 3
+
+
+def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity: str, subject: str, message: str,
+                data: dict, companyid: int = 0) -> int | None:
+    """Store an alert or count it on the open (or cooling-down) one; returns the id of a new row.
+
+    Never raises: an alert that cannot be stored goes to the process log."""
+    plugin = settings.local_alx_report_api
+    if not plugin.enable_alerting:
+        return None
+    try:
+        with engine.db.atomic():
+            same = ("SELECT id FROM {t:local_alx_api_alerts} WHERE alert_type = ? AND severity = ? AND subject = ? "
+                    "AND resolved = ? ORDER BY id DESC LIMIT 1")
+            existing = engine.scalar(same, (alert_type, severity, subject, 0))
+            if existing is None and plugin.alert_cooldown:
+                existing = engine.scalar(
+                    "SELECT id FROM {t:local_alx_api_alerts} WHERE alert_type = ? AND severity = ? AND subject = ? "
+                    "AND resolved = 1 AND timecreated > ? ORDER BY id DESC LIMIT 1",
+                    (alert_type, severity, subject, now - plugin.alert_cooldown * 60))
+            if existing is not None:
+                engine.execute("UPDATE {t:local_alx_api_alerts} SET occurrences = occurrences + 1, lastseen = ? "
+                               "WHERE id = ?", (now, existing))
+                return None
+            notified = PENDING if RANK[severity] >= RANK[plugin.alert_threshold] else NOT_REQUIRED
+            return engine.insert("local_alx_api_alerts", {
+                "alert_type": alert_type, "severity": severity, "message": message,
+                "alert_data": json.dumps(data, separators=(",", ":"), default=str), "hostname": socket.gethostname(),
+                "timecreated": now, "resolved": 0, "companyid": companyid, "subject": subject, "occurrences": 1,
+                "lastseen": now, "timeresolved": None, "resolvedby": 0, "resolution_note": None,
+                "notified": notified})
+    except Exception:  # an alert is never worth failing the work that raised it
+        log.exception("could not store alert %s/%s/%s: %s", alert_type, severity, subject, message)
+        return None
+
+
+def resolve(engine: Engine, now: int, *, alert_type: str, subject: str, by: int = 0, note: str = AUTO_NOTE) -> int:
+    """Resolve the open alerts of (type, subject); returns how many."""
+    return engine.execute("UPDATE {t:local_alx_api_alerts} SET resolved = 1, timeresolved = ?, resolvedby = ?, "
+                          "resolution_note = ? WHERE alert_type = ? AND subject = ? AND resolved = 0",
+                          (now, by, note, alert_type, subject)).rowcount
+
+
+def open_alerts(engine: Engine, alert_type: str, subject_prefix: str = "") -> list[tuple[int, str]]:
+    return [(int(r[0]), r[1]) for r in engine.rows(
+        "SELECT id, subject FROM {t:local_alx_api_alerts} WHERE alert_type = ? AND resolved = 0 AND subject LIKE ?",
+        (alert_type, subject_prefix + "%"))]
+
+
+def number(value) -> str:
+    """Numbers in messages: at most 2 decimals."""
+    value = round(float(value), 2)
+    return str(int(value)) if value.is_integer() else f"{value:.2f}".rstrip("0")

@@ -1,0 +1,172 @@
+"""Alerts end to end: conditions raised and auto-resolved by check_alerts_task, de-duplication and
+cooldown, delivery by a real SMTP server (aiosmtpd) and a local SMS gateway, nothing dropped
+while SMTP is down (monitoring.md 3)."""
+
+import email
+import email.policy
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from local_alx_report_api.classes import alerts, notify
+from local_alx_report_api.task import check_alerts_task, send_notifications_task
+from tests.sites import NOW, new_site
+from tests.tasks import task_env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Inbox:
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()
+
+
+@pytest.fixture
+def gateway():
+    received = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append((self.headers.get("Content-Type"), self.headers.get("Authorization"),
+                             self.rfile.read(int(self.headers["Content-Length"])).decode()))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/send", received
+    server.shutdown()
+
+
+def log_row(db, **values):
+    row = {"userid": 1, "endpoint": "local_alx_report_api_get_course_progress", "record_count": 0, "timeaccessed": NOW,
+           "companyid": 0, "counted": 0, "response_bytes": 0, "response_time_ms": 10, **values}
+    db.insert("local_alx_api_logs", row)
+
+
+def alert_rows(db):
+    return db.rows("SELECT alert_type, severity, subject, occurrences, resolved, notified FROM "
+                   "{t:local_alx_api_alerts} ORDER BY id")
+
+
+def test_deduplication_cooldown_and_threshold(db):
+    new_site(db)
+    settings = task_env(db, NOW).settings
+    raise_ = lambda now, severity="high": alerts.raise_alert(  # noqa: E731
+        db, settings, now, alert_type="performance", severity=severity, subject="x", message="m", data={})
+    first = raise_(NOW)
+    assert first and raise_(NOW + 10) is None
+    assert alert_rows(db) == [("performance", "high", "x", 2, 0, 0)]
+    alerts.resolve(db, NOW + 20, alert_type="performance", subject="x")
+    assert raise_(NOW + 30) is None and alert_rows(db)[0][3] == 3  # within the cooldown
+    assert raise_(NOW + 3601) is not None  # cooldown over: a new alert
+    assert alerts.raise_alert(db, settings, NOW, alert_type="t", severity="low", subject="y", message="m", data={})
+    assert alert_rows(db)[-1][-1] == alerts.NOT_REQUIRED  # below alert_threshold: stored, not notified
+    off = task_env(db, NOW, local_alx_report_api__enable_alerting="false").settings
+    assert alerts.raise_alert(db, off, NOW, alert_type="t", severity="high", subject="z", message="m", data={}) is None
+
+
+def test_check_raises_and_resolves_conditions(db):
+    new_site(db)
+    for n in range(25):
+        log_row(db, timeaccessed=NOW - n, response_time_ms=2500, errorcode="invalidtoken" if n < 12 else None,
+                ip_address="10.0.0.9", cache_status="miss")
+    lines = []
+    summary = check_alerts_task.execute(task_env(db, NOW, lines))
+    subjects = set(summary["raised"])
+    assert {"api_response_time", "api_error_rate", "cache_hit_rate", "ip:10.0.0.9", "health"} <= subjects
+    messages = dict(db.rows("SELECT subject, message FROM {t:local_alx_api_alerts}"))
+    assert messages["api_response_time"] == ("High API response time detected: average 2500 ms over the last 60 "
+                                             "minutes (threshold 2000 ms)")
+    assert messages["api_error_rate"] == ("High API error rate detected: 48% of 25 requests failed in the last 60 "
+                                          "minutes (threshold 5%)")
+    assert messages["ip:10.0.0.9"] == "Repeated invalid token attempts: 12 in the last 15 minutes from 10.0.0.9"
+    assert messages["health"].startswith("System health critical (Score: ")  # no cron has run: unhealthy
+    later = check_alerts_task.execute(task_env(db, NOW + 7200))  # the window holds no requests any more
+    assert {"api_response_time", "api_error_rate", "ip:10.0.0.9"} <= set(later["resolved"])
+    resolved = dict(db.rows("SELECT subject, resolution_note FROM {t:local_alx_api_alerts} WHERE resolved = 1"))
+    assert resolved["api_response_time"] == "Resolved automatically: condition cleared"
+
+
+def test_alerting_disabled(db):
+    new_site(db)
+    lines = []
+    check_alerts_task.execute(task_env(db, NOW, lines, local_alx_report_api__enable_alerting="false"))
+    assert lines == ["Alerting is disabled; nothing to check."] and alert_rows(db) == []
+
+
+def test_email_and_sms_are_delivered(db, smtp, gateway, monkeypatch):
+    controller, inbox = smtp
+    url, received = gateway
+    new_site(db)
+    env = task_env(db, NOW, mail__smtp_host="127.0.0.1", mail__smtp_port=controller.port,
+                   local_alx_report_api__alert_emails="ops@example.com, OPS@example.com, not-an-address",
+                   sms__enabled="true", sms__gateway_url=url, sms__recipients="+4712345678",
+                   sms__headers="Authorization: Bearer abc")
+    alert_id = alerts.raise_alert(db, env.settings, NOW, alert_type="rate_limit_exceeded", severity="high",
+                                  subject="user:101", message="User Sarah Connor from Acme Ltd exceeded rate limit "
+                                  "(100/100 requests)", data={"count": 100, "limit": 100})
+    summary = send_notifications_task.execute(env)
+    assert summary["sent"] == 1
+    assert len(inbox.messages) == 1  # duplicates removed ignoring case; the invalid address skipped
+    message = inbox.messages[0]
+    assert message["Subject"] == "[ALX Report API] 🟠 High Alert: Rate_limit_exceeded"
+    assert message["To"] == "ops@example.com" and message["From"].addresses[0].addr_spec == "noreply@localhost"
+    text = message.get_body(("plain",)).get_content()
+    assert text.splitlines()[:5] == ["High Alert: Rate_limit_exceeded",
+                                     "User Sarah Connor from Acme Ltd exceeded rate limit (100/100 requests)",
+                                     "Time: 2024-11-25 15:00:00 UTC", "System: http://localhost:8000",
+                                     "Plugin: ALX Report API"]
+    assert "count: 100" in text and f"View alert: http://localhost:8000/local/alx_report_api/alerts?id={alert_id}" in text
+    assert "#fd7e14" in message.get_body(("html",)).get_content()
+    assert received == [("application/json", "Bearer abc", '{"to":"+4712345678","message":"[ALX Report API] HIGH '
+                         'rate_limit_exceeded: User Sarah Connor from Acme Ltd exceeded rate limit (100/100 requests)"}')]
+    stored = json.loads(db.scalar("SELECT alert_data FROM {t:local_alx_api_alerts} WHERE id = ?", (alert_id,)))
+    assert stored["notifications"]["email"]["status"] == "sent" and stored["notifications"]["sms"]["attempts"] == 1
+    assert db.scalar("SELECT notified FROM {t:local_alx_api_alerts} WHERE id = ?", (alert_id,)) == alerts.SENT
+
+
+def test_smtp_down_is_retried_and_nothing_is_lost(db, smtp, monkeypatch):
+    monkeypatch.setattr(notify, "RETRY_WAITS", (0.01, 0.01))  # the waits, not the behaviour
+    controller, inbox = smtp
+    new_site(db)
+    settings = dict(mail__smtp_host="127.0.0.1", mail__smtp_port=free_port(),  # nothing listens there
+                    local_alx_report_api__alert_emails="ops@example.com")
+    env = task_env(db, NOW, **settings)
+    alert_id = alerts.raise_alert(db, env.settings, NOW, alert_type="sync", severity="high", subject="company:5",
+                                  message="Sync failed 3 times in a row for company acme: boom", data={})
+    for _ in range(2):
+        assert send_notifications_task.execute(env)["retry"] == 1
+    data = json.loads(db.scalar("SELECT alert_data FROM {t:local_alx_api_alerts} WHERE id = ?", (alert_id,)))
+    assert data["notifications"]["email"]["status"] == "failed" and data["notifications"]["email"]["attempts"] == 3
+    up = task_env(db, NOW, **{**settings, "mail__smtp_port": controller.port})
+    assert send_notifications_task.execute(up)["sent"] == 1 and len(inbox.messages) == 1
+    other = alerts.raise_alert(db, env.settings, NOW, alert_type="sync", severity="high", subject="company:6",
+                               message="m", data={})
+    for _ in range(5):
+        send_notifications_task.execute(env)
+    assert db.scalar("SELECT notified FROM {t:local_alx_api_alerts} WHERE id = ?", (other,)) == alerts.FAILED
