@@ -12,7 +12,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from local_alx_report_api import settings as plugin_settings
-from local_alx_report_api.classes import installer, webservice_setup
+from local_alx_report_api.classes import inline_alerts, installer, webservice_setup
 from local_alx_report_api.classes.populate import populate
 from moodle_core import engines, generator
 from moodle_core.config import ConfigError, settings_path
@@ -245,6 +245,7 @@ def task_manager(ctx: Context, output=print, should_stop=lambda: False):
     clock = lambda: int(time.time())  # noqa: E731
     manager = TaskManager(ctx.engine, defs, zone, clock=clock, output=output)
     manager.context = lambda m: TaskEnv(ctx.engine, ctx.moodle, ctx.settings, clock, m.say, should_stop)
+    manager.on_result = lambda task, state: inline_alerts.task_result(ctx.engine, ctx.settings, clock(), task, state)
     return manager
 
 

@@ -66,10 +66,12 @@ class TaskState:
 
 class TaskManager:
     def __init__(self, engine: Engine, tasks: list[TaskDef], timezone: str, *, clock: Callable[[], int] = lambda: int(time.time()),
-                 output: Callable[[str], None] = print, context: Callable[[TaskManager], object] = lambda m: m):
-        """`context(manager)` builds the object each task's execute() receives."""
+                 output: Callable[[str], None] = print, context: Callable[[TaskManager], object] = lambda m: m,
+                 on_result: Callable[[TaskDef, TaskState], None] = lambda task, state: None):
+        """`context(manager)` builds the object each task's execute() receives; `on_result` hears
+        every recorded success or failure (the plugin raises and resolves task alerts there)."""
         self.engine, self.tasks, self.timezone, self.clock, self.output = engine, tasks, timezone, clock, output
-        self.context = context
+        self.context, self.on_result = context, on_result
 
     # -- state -----------------------------------------------------------------------------------
     def state(self, task: TaskDef) -> TaskState | None:
@@ -171,6 +173,7 @@ class TaskManager:
         state.data.update(nextruntime=self.next_run(task, finish), faildelay=0,
                           duration=round(time.monotonic() - began, 3), summary=summary)
         self._save(task, state, finish)
+        self.on_result(task, state)
         self.say(f"Scheduled task complete: {task.name} ({task.classname})")
         return "success"
 
@@ -182,6 +185,7 @@ class TaskManager:
             state.data.pop(key, None)
         state.data.update(faildelay=delay, nextruntime=finish + delay)
         self._save(task, state, finish)
+        self.on_result(task, state)
 
     def local_time(self, instant: int) -> str:
         return datetime.fromtimestamp(instant, ZoneInfo(self.timezone)).strftime("%Y-%m-%d %H:%M:%S")

@@ -32,20 +32,27 @@ class Registry:
     functions: dict[str, ExternalFunction]
     versions: dict[str, str]  # component → version string (site info)
     response_headers: list[Callable] = field(default_factory=list)  # hooks: (call) → {header: value}
+    after_request: list[Callable] = field(default_factory=list)  # hooks: (call) → None, after the log row
 
 
 def load_registry(service_modules: list[str]) -> Registry:
-    functions, versions, hooks = {}, {}, []
+    functions, versions, hooks, after = {}, {}, [], []
     for dotted in service_modules:
         services = importlib.import_module(dotted)
         if getattr(services, "VERSION", None):
             versions[services.COMPONENT] = str(services.VERSION)
         if getattr(services, "RESPONSE_HEADERS", None):
-            module, _, name = services.RESPONSE_HEADERS.rpartition(".")
-            hooks.append(getattr(importlib.import_module(module), name))
+            hooks.append(_resolve(services.RESPONSE_HEADERS))
+        if getattr(services, "AFTER_REQUEST", None):
+            after.append(_resolve(services.AFTER_REQUEST))
         for name, spec in services.FUNCTIONS.items():
             module = importlib.import_module(spec["module"])
             functions[name] = ExternalFunction(
                 name, services.COMPONENT, spec["classname"], spec["methodname"], spec["classpath"],
                 spec["description"], spec["type"], module, module.execute_parameters(), module.execute_returns())
-    return Registry(functions, versions, hooks)
+    return Registry(functions, versions, hooks, after)
+
+
+def _resolve(dotted: str) -> Callable:
+    module, _, name = dotted.rpartition(".")
+    return getattr(importlib.import_module(module), name)

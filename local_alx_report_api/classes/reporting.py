@@ -16,6 +16,9 @@ _COLUMNS = ("id", "userid", "courseid", "firstname", "lastname", "email", "cours
             "timecompleted", "timestarted", "percentage", "status", "is_deleted")
 
 
+COUNTED = ("checked", "inserted", "updated", "reactivated", "deleted", "unchanged")
+
+
 @dataclass
 class Counts:
     checked: int = 0
@@ -24,17 +27,19 @@ class Counts:
     reactivated: int = 0
     deleted: int = 0
     unchanged: int = 0
+    examples: list = field(default_factory=list)  # up to 20 keys that changed (reconcile drift alerts)
 
     def add(self, other: Counts) -> None:
-        for name in self.__dataclass_fields__:
+        for name in COUNTED:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.examples = (self.examples + other.examples)[:20]
 
     @property
     def changed(self) -> int:
         return self.inserted + self.updated + self.reactivated + self.deleted
 
     def as_dict(self) -> dict:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return {name: getattr(self, name) for name in COUNTED}
 
 
 @dataclass
@@ -102,19 +107,24 @@ def write_batch(engine: Engine, companyid: int, now: int, keys: list[Key], live:
                 if row is None:
                     inserts.append(new)
                     counts.inserted += 1
+                    counts.examples.append(list(key))
                 elif row.is_deleted:
                     updates.append((row.id, new.values(), 0))
                     counts.reactivated += 1
+                    counts.examples.append(list(key))
                 elif row.values != new.values():
                     updates.append((row.id, new.values(), 0))
                     counts.updated += 1
+                    counts.examples.append(list(key))
                 else:
                     counts.unchanged += 1
             elif row is not None and not row.is_deleted:
                 updates.append((row.id, row.values, 1))
                 counts.deleted += 1
+                counts.examples.append(list(key))
             else:  # out of scope and already deleted (or never stored): nothing to write
                 counts.unchanged += 1
+        del counts.examples[20:]
         changes = len(inserts) + len(updates)
         if changes:
             seq = sequence.reserve(engine, companyid, changes)

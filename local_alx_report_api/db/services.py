@@ -17,3 +17,5 @@ FUNCTIONS = {
 }
 # Rate-limit headers on every response once the token and user are known (protocol.md 14)
 RESPONSE_HEADERS = "local_alx_report_api.classes.ratelimit.response_headers"
+# Alerts raised where requests happen (monitoring.md 3.2, "inline")
+AFTER_REQUEST = "local_alx_report_api.classes.inline_alerts.after_request"

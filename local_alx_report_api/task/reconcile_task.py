@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from local_alx_report_api.classes import company_state
+from local_alx_report_api.classes import company_state, inline_alerts
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.classes.reporting import INF, full_sync
 from moodle_core.engines import LockBusy
@@ -43,13 +43,14 @@ def reconcile_company(env, company, out_of_time) -> int | None:
     resume = state.get("reconcile_after")
     after = tuple(resume["after"]) if resume else (0, 0)
     counts = resume["counts"] if resume else {"checked": 0, "inserted": 0, "updated": 0, "reactivated": 0,
-                                              "deleted": 0}
+                                              "deleted": 0, "examples": []}
     scope = Scope.load(env.engine, company.id, env.plugin.report_roles)
     started = resume["started"] if resume else now
 
     def remember(batch):
-        for key in counts:
+        for key in ("checked", "inserted", "updated", "reactivated", "deleted"):
             counts[key] += getattr(batch.counts, key)
+        counts["examples"] = (counts.get("examples", []) + batch.counts.examples)[:20]
 
     _, after = full_sync(env.engine, scope, now, env.plugin.sync_batch_size, after=after, on_batch=remember,
                          should_stop=out_of_time)
@@ -63,5 +64,9 @@ def reconcile_company(env, company, out_of_time) -> int | None:
     state["last_reconcile"] = {"started": started, "finished": env.clock(), "checked": counts["checked"], "drift": drift}
     company_state.save(env.engine, company.id, state, now)
     total = sum(drift.values())
+    active = int(env.engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting} WHERE companyid = ? AND "
+                                   "is_deleted = 0", (company.id,)))
+    inline_alerts.reconcile_drift(env.engine, env.settings, env.clock(), company, drift, active,
+                                  counts.get("examples", []))
     env.say(f"Company {company.id} ({company.shortname}): {counts['checked']} pairs checked, drift {total}")
     return total

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from local_alx_report_api.classes import sync
+from local_alx_report_api.classes import inline_alerts, sync
 from moodle_core.engines import LockBusy
 
 log = logging.getLogger(__name__)
@@ -44,11 +44,15 @@ def execute(env, *, companies=None, time_limit: int | None = None) -> dict:
             continue
         except Exception as exc:  # one company's failure never stops the others (ST6)
             log.exception("sync of company %s failed", company.id)
-            failures = sync.record_failure(env.engine, company, env.clock(), f"{type(exc).__name__}: {exc}")
+            error = f"{type(exc).__name__}: {exc}"
+            failures = sync.record_failure(env.engine, company, env.clock(), error)
+            inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, failures, error)
             env.say(f"Company {company.id} ({company.shortname}) failed ({failures} in a row): {exc}")
             summary["failed"] += 1
             continue
         summary["processed"] += 1
+        if run["stopped"] == "complete":
+            inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, 0, None)
         summary["pairs"] += run["pairs"]
         for key in ("inserted", "updated", "reactivated", "deleted", "unchanged"):
             summary[key] += run[key]

@@ -141,6 +141,11 @@ class RestServer:
         resp.data = body
         request_log.set(response_time_ms=call.elapsed_ms(), response_bytes=len(body), db_time_ms=round(db_ms[0], 2))
         request_log.write()
+        for hook in site.registry.after_request:
+            try:
+                hook(call)
+            except Exception:  # a hook never changes the answer
+                log.exception("after-request hook failed")
 
     def _run(self, call: Call, token: str, function: str, params: dict):
         site, engine = self.site, self.site.engine
