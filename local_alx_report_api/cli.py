@@ -209,8 +209,17 @@ def cmd_serve(args) -> int:
     ctx.engine.db.close()
     settings = ctx.settings
 
+    # Request metrics of all workers of this host are aggregated through files (monitoring.md 4)
+    import tempfile
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="alx-report-api-metrics-"))
+
+    def child_exit(server, worker):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)
+
     class Server(BaseApplication):
         def load_config(self):
+            self.cfg.set("child_exit", child_exit)
             self.cfg.set("bind", [args.bind])
             self.cfg.set("workers", args.workers)
             self.cfg.set("accesslog", None)

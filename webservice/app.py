@@ -75,5 +75,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, clock: Calla
     app = falcon.App(middleware=[Connections(engine)])
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route("/webservice/rest/server.php", RestServer(site))
+    for path, resource in site.registry.routes.items():
+        takes_site = resource.__init__ is not object.__init__
+        app.add_route(path, resource(site) if takes_site else resource())
     app.add_sink(not_found, "/")
     return app

@@ -33,24 +33,26 @@ class Registry:
     versions: dict[str, str]  # component → version string (site info)
     response_headers: list[Callable] = field(default_factory=list)  # hooks: (call) → {header: value}
     after_request: list[Callable] = field(default_factory=list)  # hooks: (call) → None, after the log row
+    routes: dict[str, type] = field(default_factory=dict)  # extra paths of the web app → resource classes
 
 
 def load_registry(service_modules: list[str]) -> Registry:
-    functions, versions, hooks, after = {}, {}, [], []
+    functions, versions, hooks, after, routes = {}, {}, [], [], {}
     for dotted in service_modules:
         services = importlib.import_module(dotted)
         if getattr(services, "VERSION", None):
             versions[services.COMPONENT] = str(services.VERSION)
         if getattr(services, "RESPONSE_HEADERS", None):
             hooks.append(_resolve(services.RESPONSE_HEADERS))
-        if getattr(services, "AFTER_REQUEST", None):
-            after.append(_resolve(services.AFTER_REQUEST))
+        declared = getattr(services, "AFTER_REQUEST", [])
+        after += [_resolve(d) for d in ([declared] if isinstance(declared, str) else declared)]
+        routes.update({path: _resolve(dotted) for path, dotted in getattr(services, "ROUTES", {}).items()})
         for name, spec in services.FUNCTIONS.items():
             module = importlib.import_module(spec["module"])
             functions[name] = ExternalFunction(
                 name, services.COMPONENT, spec["classname"], spec["methodname"], spec["classpath"],
                 spec["description"], spec["type"], module, module.execute_parameters(), module.execute_returns())
-    return Registry(functions, versions, hooks, after)
+    return Registry(functions, versions, hooks, after, routes)
 
 
 def _resolve(dotted: str) -> Callable:

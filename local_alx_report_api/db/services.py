@@ -18,4 +18,9 @@ FUNCTIONS = {
 # Rate-limit headers on every response once the token and user are known (protocol.md 14)
 RESPONSE_HEADERS = "local_alx_report_api.classes.ratelimit.response_headers"
 # Alerts raised where requests happen (monitoring.md 3.2, "inline")
-AFTER_REQUEST = "local_alx_report_api.classes.inline_alerts.after_request"
+AFTER_REQUEST = ["local_alx_report_api.classes.inline_alerts.after_request",
+                 "local_alx_report_api.classes.prometheus.observe"]
+# Extra routes of the web app: path → resource class (constructed with the site when it takes one)
+ROUTES = {"/metrics": "local_alx_report_api.classes.prometheus.Metrics",
+          "/healthz": "local_alx_report_api.classes.prometheus.Healthz",
+          "/readyz": "local_alx_report_api.classes.prometheus.Readyz"}

@@ -74,3 +74,17 @@ def test_four_workers_admit_exactly_the_limit_of_fifty_simultaneous_requests(ser
     assert {r[1]["errorcode"] for r in rejected} == {"ratelimitexceeded"}
     assert all(r[2]["X-RateLimit-Remaining"] == "0" and int(r[2]["Retry-After"]) >= 1 for r in rejected)
     assert sorted(int(r[2]["X-RateLimit-Remaining"]) for r in admitted) == list(range(20))
+
+
+def test_probes_and_metrics_aggregate_all_workers(server):
+    url, token = server
+    base = url.rsplit("/webservice", 1)[0]
+    body = urlencode({"wstoken": token, "wsfunction": FUNCTION, "moodlewsrestformat": "json", "limit": 1}).encode()
+    for _ in range(12):  # spread over the four workers
+        urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30).read()
+    assert urllib.request.urlopen(base + "/healthz", timeout=10).read() == b"OK"
+    assert json.loads(urllib.request.urlopen(base + "/readyz", timeout=10).read()) == {"status": "ok"}
+    text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith(f'alx_report_api_requests_total{{function="{FUNCTION}"'))
+    assert counted == 12

@@ -1,0 +1,60 @@
+"""/metrics, /healthz and /readyz through the app, and health checks on real tables."""
+
+from local_alx_report_api.classes import health
+from local_alx_report_api.task import sync_reporting_data_task as sync_task
+from moodle_core.moodle import Moodle
+from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.tasks import task_env
+from tests.webapp import make_app, progress
+
+
+def test_probes(db):
+    new_site(db)
+    app = make_app(db, NOW)
+    assert (app.get("/healthz").text, app.get("/healthz").content_type) == ("OK", "text/plain")
+    ready = app.get("/readyz")
+    assert (ready.status_int, ready.json) == (200, {"status": "ok"})
+    db.db.execute_sql(f"DROP TABLE {db.table('local_alx_api_cache')}")
+    ready = app.get("/readyz", expect_errors=True)
+    assert ready.status_int == 503 and ready.json == {"status": "unavailable",
+                                                      "reason": "missing tables: local_alx_api_cache"}
+
+
+def test_metrics_exposition_and_access(db):
+    b = new_site(db)
+    worked_examples(b)
+    token = api_token(b, 5)
+    sync_task.execute(task_env(db, NOW))
+    app = make_app(db, NOW)
+    progress(app, token, limit=4)
+    text = app.get("/metrics").text
+    assert 'alx_report_api_requests_total{function="local_alx_report_api_get_course_progress",outcome="ok"}' in text
+    assert "alx_report_api_up 1.0" in text and "alx_report_api_database_up 1.0" in text
+    assert 'alx_report_api_reporting_rows{companyid="5",state="active"} 6.0' in text
+    assert 'alx_report_api_task_last_run_timestamp_seconds' in text and "alx_report_api_health_score" in text
+    assert 'alx_report_api_company_change_sequence{companyid="5"} 6.0' in text
+    denied = make_app(db, NOW, metrics__allowed_ips="10.0.0.1").get("/metrics", expect_errors=True)
+    assert denied.status_int == 403
+    locked = make_app(db, NOW, metrics__token="s3cret")
+    assert locked.get("/metrics", expect_errors=True).status_int == 401
+    assert locked.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_int == 200
+
+
+def test_health_checks_and_score(db):
+    b = new_site(db)
+    worked_examples(b)
+    settings = task_env(db, NOW).settings
+    state = health.evaluate(db, Moodle(db), settings, NOW)
+    by_name = {c.name: c.status for c in state.checks}
+    # nothing has run yet and company 5 is not populated: a fresh install is not "critical" for data
+    assert by_name["data"] == "warning" and by_name["cron"] == "error" and by_name["service"] == "error"
+    assert by_name["database"] in ("ok", "warning") and by_name["tables"] == "ok" and by_name["webservices"] == "ok"
+    api_token(b, 5)
+    sync_task.execute(task_env(db, NOW))
+    state = health.evaluate(db, Moodle(db), settings, NOW)
+    by_name = {c.name: c.status for c in state.checks}
+    assert by_name["data"] == "ok" and by_name["service"] == "ok" and by_name["sync"] == "ok"
+    errors = sum(c.status == "error" for c in state.checks)
+    warnings = sum(c.status == "warning" for c in state.checks)
+    assert state.score == max(0, 100 - 20 * errors - 10 * warnings)
+    assert state.as_dict()["overall"] == state.overall
