@@ -4,8 +4,10 @@ read model and the plugin together. Nothing imports this module."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import socket
 import sys
 import time
 from datetime import datetime
@@ -77,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--list", action="store_true")
     group.add_argument("--execute", metavar="CLASSNAME")
+    p = sub.add_parser("alerts", help="alert tools")
+    asub = p.add_subparsers(dest="alerts_command", required=True, metavar="test", parser_class=Parser)
+    asub.add_parser("test", help="send a test alert through every configured channel and report each result")
     p = sub.add_parser("populate", help="build the reporting table from the live Moodle tables")
     p.add_argument("--companyid", type=_positive(1, 2**62, "--companyid"), action="append",
                    help="company to populate (repeatable; default all)")
@@ -92,6 +97,7 @@ class Context:
         self.settings = plugin_settings.load(settings_path(args.config, os.environ))
         db = self.settings.database
         self.engine = engines.connect(db.url, db.prefix, create=create)
+        self.engine.slow_query_ms = self.settings.local_alx_report_api.slow_query_ms
         self._moodle = None
 
     @property
@@ -306,13 +312,47 @@ def cmd_task(args) -> int:
     return 0 if manager.run(task) == "success" else 1
 
 
+def cmd_alerts(args) -> int:
+    """`alerts test` (monitoring.md 3.9): a stored, already resolved test alert, sent at once."""
+    from local_alx_report_api.classes import alerts
+    from local_alx_report_api.task import TaskEnv, send_notifications_task
+
+    ctx = Context(args)
+    ctx.moodle.require_tables()
+    ctx.require_plugin()
+    now = int(time.time())
+    plugin = ctx.settings.local_alx_report_api
+    env = TaskEnv(ctx.engine, ctx.moodle, ctx.settings, lambda: now, print)
+    alert_id = ctx.engine.insert("local_alx_api_alerts", {
+        "alert_type": "test", "severity": plugin.alert_threshold, "subject": f"test:{now}",
+        "message": "This is a TEST alert from ALX Report API. If you receive this email, the alert system is "
+                   "working correctly!", "alert_data": "{}", "hostname": socket.gethostname(),
+        "timecreated": now, "resolved": 1, "timeresolved": now, "resolvedby": 0, "companyid": 0, "occurrences": 1,
+        "lastseen": now, "notified": alerts.PENDING})
+    alert = send_notifications_task.load(ctx.engine, alert_id)
+    wanted = send_notifications_task.channels(env, alert)
+    if not wanted:
+        ctx.engine.execute("UPDATE {t:local_alx_api_alerts} SET notified = ? WHERE id = ?", (alerts.NOT_REQUIRED, alert_id))
+        print("No channel is configured: set [local_alx_report_api] alert_emails or enable [sms].")
+        return 1
+    results = send_notifications_task.deliver(env, alert, wanted)
+    alert["data"]["notifications"] = results
+    ok = all(r["status"] == "sent" for r in results.values())
+    ctx.engine.execute("UPDATE {t:local_alx_api_alerts} SET alert_data = ?, notified = ? WHERE id = ?",
+                       (json.dumps(alert["data"]), alerts.SENT if ok else alerts.FAILED, alert_id))
+    for channel, result in results.items():
+        detail = ", ".join(result["recipients"]) if result["status"] == "sent" else result.get("error", "")
+        print(f"{channel}: {result['status']} after {result['attempts']} attempt(s): {detail}")
+    return 0 if ok else 1
+
+
 def _progress_bar():
     from tqdm import tqdm
     return tqdm(total=1000, unit="‰", bar_format="{l_bar}{bar}| {elapsed}<{remaining}", leave=False)
 
 
 COMMANDS = {"settings": cmd_settings, "install": cmd_install, "demo-site": cmd_demo_site, "populate": cmd_populate,
-            "serve": cmd_serve, "cron": cmd_cron, "task": cmd_task, "scheduled-task": cmd_task}
+            "serve": cmd_serve, "cron": cmd_cron, "task": cmd_task, "scheduled-task": cmd_task, "alerts": cmd_alerts}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import contextlib
 import contextvars
 import fcntl
 import hashlib
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from urllib.parse import unquote, urlsplit
 import peewee
 
 from moodle_core.config import ConfigError
+
+log = logging.getLogger("alx_report_api.db")
 
 SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql",
            "mariadb": "mariadb", "mysql": "mariadb"}
@@ -36,6 +39,16 @@ def measure_db_time():
         yield total
     finally:
         DB_TIME.reset(token)
+
+
+# The company the current request or task works for, named in slow-query lines
+QUERY_COMPANY: contextvars.ContextVar[int | None] = contextvars.ContextVar("query_company", default=None)
+
+
+def _query_kind(sql: str) -> str:
+    """`select local_alx_api_reporting`: the statement and the first table it names."""
+    match = re.search(r'(?:FROM|INTO|UPDATE)\s+[`"]?(\w+)', sql, re.IGNORECASE)
+    return f"{sql.split(None, 1)[0].lower()} {match.group(1) if match else '?'}"
 
 
 class LockBusy(Exception):
@@ -89,15 +102,22 @@ class Engine:
     def execute(self, text: str, params=()):
         return self._run(self.sql(text), tuple(params))
 
+    slow_query_ms = 1000  # set from settings by the composition root
+
     def _run(self, sql: str, params):
-        total = DB_TIME.get()
-        if total is None:
-            return self.db.execute_sql(sql, params)
+        """Every statement is timed: summed into the request's database time and, when slower
+        than `slow_query_ms`, written to the process log (monitoring.md, Slow queries)."""
         started = time.perf_counter()
         try:
             return self.db.execute_sql(sql, params)
         finally:
-            total[0] += (time.perf_counter() - started) * 1000
+            elapsed = (time.perf_counter() - started) * 1000
+            total = DB_TIME.get()
+            if total is not None:
+                total[0] += elapsed
+            if elapsed >= self.slow_query_ms:
+                log.warning("slow query %s (company %s): %.1f ms: %s", _query_kind(sql), QUERY_COMPANY.get(),
+                            elapsed, " ".join(sql.split()))
 
     def rows(self, text: str, params=()) -> list[tuple]:
         return list(self.execute(text, params).fetchall())

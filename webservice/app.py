@@ -66,6 +66,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, clock: Calla
     """The WSGI app for one Moodle site. `clock` fixes "now" for tests."""
     if engine is None:
         engine = engines.connect(settings.database.url, settings.database.prefix)
+    engine.slow_query_ms = settings.local_alx_report_api.slow_query_ms
     moodle = Moodle(engine, settings.database.iomad_schema)
     site = Site(settings, engine, moodle, load_registry(services or SERVICES),
                 ConfigCache(engine, settings.local_alx_report_api.config_cache_seconds))

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from local_alx_report_api.classes import company_state, sequence
 from local_alx_report_api.classes.progress import Key, Scope, live_rows, scope_keys
 from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
-from moodle_core.engines import Engine
+from moodle_core.engines import QUERY_COMPANY, Engine
 
 log = logging.getLogger(__name__)
 SOURCES = ("cmc", "cc_completed", "cc_started", "cc_reaggregate", "ue_created", "ue_modified", "user", "course",
@@ -114,6 +114,7 @@ def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback:
                 out_of_time: Callable[[], bool]) -> dict:
     """Process one company (the caller holds its lock). Returns its last_run record."""
     started = time.time()
+    QUERY_COMPANY.set(company.id)
     state = company_state.load(engine, company.id, now)
     scope = Scope.load(engine, company.id, report_roles)
     detector = Detector(engine, scope, now)

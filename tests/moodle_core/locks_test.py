@@ -59,3 +59,18 @@ def test_the_lock_of_a_killed_process_is_recovered(db):
             pass
     finally:
         child.kill()
+
+
+def test_slow_queries_are_logged_with_kind_and_company(db, caplog):
+    from moodle_core.engines import QUERY_COMPANY, measure_db_time
+
+    db.slow_query_ms = 0  # every statement counts as slow here
+    token = QUERY_COMPANY.set(7)
+    try:
+        with measure_db_time() as total, caplog.at_level("WARNING", logger="alx_report_api.db"):
+            db.execute("SELECT 1 FROM (SELECT 1 AS x) t WHERE 1 = ?", (1,))
+    finally:
+        QUERY_COMPANY.reset(token)
+    assert total[0] > 0
+    line = caplog.records[-1].getMessage()
+    assert line.startswith("slow query select ") and "(company 7)" in line and "WHERE 1 =" in line

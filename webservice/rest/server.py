@@ -9,7 +9,7 @@ import time
 import falcon
 import peewee
 
-from moodle_core.engines import measure_db_time
+from moodle_core.engines import QUERY_COMPANY, measure_db_time
 from webservice import auth, render
 from webservice.call import Call, RequestLog, token_hash
 from webservice.errors import (
@@ -86,8 +86,12 @@ class RestServer:
 
     # -- the request ---------------------------------------------------------------------------
     def handle(self, req, resp) -> None:
-        with measure_db_time() as db_ms:
-            self._handle(req, resp, db_ms)
+        company = QUERY_COMPANY.set(None)
+        try:
+            with measure_db_time() as db_ms:
+                self._handle(req, resp, db_ms)
+        finally:
+            QUERY_COMPANY.reset(company)
 
     def _handle(self, req, resp, db_ms: list[float]) -> None:
         site = self.site

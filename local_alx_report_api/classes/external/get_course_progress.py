@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 from local_alx_report_api.classes import cache, company_settings, pages, pulls, ratelimit, sequence
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.lang import get_string
+from moodle_core.engines import QUERY_COMPANY
 from webservice.errors import MoodleException
 from webservice.external import multiple, single, value
 
@@ -54,6 +55,7 @@ def execute(call, limit: int = 100, offset: int = 0) -> list[dict]:
     if call.company is None:
         raise _error("nocompanyassociation")
     engine, companyid = call.engine, call.company.id
+    QUERY_COMPANY.set(companyid)
     settings = company_settings.load(engine, companyid)
     zone = ZoneInfo(call.timezone)
     fields = settings.fields

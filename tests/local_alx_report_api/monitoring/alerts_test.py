@@ -170,3 +170,27 @@ def test_smtp_down_is_retried_and_nothing_is_lost(db, smtp, monkeypatch):
     for _ in range(5):
         send_notifications_task.execute(env)
     assert db.scalar("SELECT notified FROM {t:local_alx_api_alerts} WHERE id = ?", (other,)) == alerts.FAILED
+
+
+def test_alerts_test_command_reports_each_channel(tmp_path, monkeypatch, capsys, smtp, gateway):
+    from local_alx_report_api.classes import installer
+    from local_alx_report_api.cli import main
+    from moodle_core import engines, generator
+
+    controller, inbox = smtp
+    url, received = gateway
+    monkeypatch.chdir(tmp_path)
+    engine = engines.connect(f"sqlite:///{tmp_path / 'm.sqlite3'}", create=True)
+    generator.generate(engine, companies=1, users=2)
+    installer.install(engine, NOW)
+    (tmp_path / "settings.ini").write_text(
+        f"[database]\nurl = sqlite:///m.sqlite3\n[mail]\nsmtp_host = 127.0.0.1\nsmtp_port = {controller.port}\n"
+        f"[local_alx_report_api]\nalert_emails = ops@example.com\n[sms]\nenabled = true\ngateway_url = {url}\n"
+        "recipients = +4712345678\nmin_severity = low\n")
+    assert main(["alerts", "test"]) == 0
+    out = capsys.readouterr().out
+    assert "email: sent after 1 attempt(s): ops@example.com" in out and "sms: sent after 1 attempt(s)" in out
+    assert inbox.messages[0]["Subject"] == "[ALX Report API] 🟡 Medium Alert: Test"
+    assert "TEST alert" in received[0][2]
+    row = engine.execute("SELECT resolved, notified FROM mdl_local_alx_api_alerts WHERE alert_type = 'test'").fetchone()
+    assert tuple(row) == (1, 1)
