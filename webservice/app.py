@@ -3,6 +3,7 @@ function registry and the REST server. No module-level app or connection."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from moodle_core.moodle import Moodle
 from webservice.auth import ConfigCache
 from webservice.registry import Registry, load_registry
 from webservice.rest.server import RestServer
+
+log = logging.getLogger("alx_report_api.web")
 
 # Components whose services modules are loaded, like Moodle's db/services.php of each component
 SERVICES = ["webservice.core.services", "local_alx_report_api.db.services"]
@@ -48,7 +51,10 @@ class Connections:
         self.engine = engine
 
     def process_request(self, req, resp):
-        self.engine.db.connect(reuse_if_open=True)
+        try:
+            self.engine.db.connect(reuse_if_open=True)
+        except Exception:  # the resource answers for it: a Moodle envelope, or 503 on /readyz
+            log.warning("database connection failed", exc_info=True)
 
     def process_response(self, req, resp, resource, req_succeeded):
         if not self.engine.db.is_closed():

@@ -70,3 +70,9 @@ def invalid_tokens_by_ip(engine: Engine, now: int, minutes: int) -> dict[str, in
     return {ip: int(n) for ip, n in engine.rows(
         f"SELECT ip_address, COUNT(*) FROM {{t:local_alx_api_logs}} WHERE {API} AND errorcode = 'invalidtoken' "
         "AND timeaccessed >= ? GROUP BY ip_address", (now - minutes * 60,))}
+
+
+def sync_lag(engine: Engine, now: int) -> dict[int, int | None]:
+    """Seconds since each company's last completed sync run (None: never synced)."""
+    return {int(c): (now - int(t)) if int(total) else None for c, t, total in engine.rows(
+        "SELECT companyid, last_sync_timestamp, total_syncs FROM {t:local_alx_api_sync_status} WHERE kind = 'cron'")}

@@ -110,12 +110,11 @@ def sms_message(alert: dict) -> str:
 
 def sms_request(alert: dict, settings, to: str, company: str | None) -> urllib.request.Request:
     sms, wwwroot = settings.sms, str(settings.site.wwwroot).rstrip("/")
-    template = sms.body_template or ('{"to":"{to}","message":"{message}"}' if sms.content_type == "json"
-                                     else "to={to}&message={message}")
+    form = sms.method == "GET" or sms.content_type == "form"  # GET sends the form-encoded template as the query
+    template = sms.body_template or ("to={to}&message={message}" if form else '{"to":"{to}","message":"{message}"}')
     values = {"to": to, "message": sms_message(alert), "severity": alert["severity"], "type": alert["alert_type"],
               "alert_id": str(alert["id"]), "company": company or "", "time": str(alert["timecreated"]),
               "url": f"{wwwroot}/local/alx_report_api/alerts?id={alert['id']}"}
-    form = sms.method == "GET" or sms.content_type == "form"
     escape = (lambda v: quote(v, safe="")) if form else (lambda v: json.dumps(v, ensure_ascii=False)[1:-1])
     body = re.sub(r"\{(to|message|severity|type|alert_id|company|time|url)\}", lambda m: escape(values[m.group(1)]),
                   template)

@@ -133,6 +133,17 @@ class DatabaseCollector:
                                                        "{t:local_alx_api_alerts} GROUP BY alert_type, severity"):
             raised.add_metric([alert_type, severity], float(total))
         out.append(raised)
+        sent = GaugeMetricFamily("alx_report_api_notifications_total", "Delivery attempts (from the database)",
+                                 labels=["channel", "result"])
+        attempts: dict[tuple[str, str], int] = {}
+        for (data,) in engine.rows("SELECT alert_data FROM {t:local_alx_api_alerts} WHERE alert_data LIKE "
+                                   "'%notifications%'"):
+            for channel, result in (json.loads(data or "{}").get("notifications") or {}).items():
+                key = (channel, "sent" if result.get("status") == "sent" else "failed")
+                attempts[key] = attempts.get(key, 0) + int(result.get("attempts", 0))
+        for (channel, result), total in sorted(attempts.items()):
+            sent.add_metric([channel, result], float(total))
+        out.append(sent)
         return out
 
 

@@ -194,3 +194,23 @@ def test_alerts_test_command_reports_each_channel(tmp_path, monkeypatch, capsys,
     assert "TEST alert" in received[0][2]
     row = engine.execute("SELECT resolved, notified FROM mdl_local_alx_api_alerts WHERE alert_type = 'test'").fetchone()
     assert tuple(row) == (1, 1)
+
+
+@pytest.mark.parametrize("method, content_type", [("POST", "form"), ("GET", "json")])
+def test_sms_form_and_get_requests(db, method, content_type):
+    from urllib.parse import parse_qs, urlsplit
+
+    new_site(db)
+    env = task_env(db, NOW, sms__enabled="true", sms__gateway_url="http://127.0.0.1:9/send", sms__method=method,
+                   sms__content_type=content_type, sms__recipients="+4712345678")
+    alert = {"id": 7, "alert_type": "sync", "severity": "critical", "message": "x" * 200, "timecreated": NOW}
+    request = notify.sms_request(alert, env.settings, "+4712345678", "acme")
+    if method == "GET":
+        assert request.data is None and request.get_method() == "GET"
+        query = parse_qs(urlsplit(request.full_url).query)
+    else:
+        assert request.headers["Content-type"] == "application/x-www-form-urlencoded"
+        query = parse_qs(request.data.decode())
+    assert query["to"] == ["+4712345678"]
+    message = query["message"][0]
+    assert len(message) == 160 and message.endswith("…") and message.startswith("[ALX Report API] CRITICAL sync: ")

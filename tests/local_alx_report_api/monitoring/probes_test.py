@@ -1,8 +1,14 @@
 """/metrics, /healthz and /readyz through the app, and health checks on real tables."""
 
+from urllib.parse import urlsplit
+
+import pytest
+
 from local_alx_report_api.classes import health
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
+from moodle_core import engines
 from moodle_core.moodle import Moodle
+from tests.faults import Proxy
 from tests.sites import NOW, api_token, new_site, worked_examples
 from tests.tasks import task_env
 from tests.webapp import make_app, progress
@@ -58,3 +64,18 @@ def test_health_checks_and_score(db):
     warnings = sum(c.status == "warning" for c in state.checks)
     assert state.score == max(0, 100 - 20 * errors - 10 * warnings)
     assert state.as_dict()["overall"] == state.overall
+
+
+@pytest.mark.parametrize("db", ["postgresql", "mariadb"], indirect=True)  # SQLite has no server to lose
+def test_readyz_is_503_when_the_database_is_unreachable(db):
+    new_site(db)
+    parts = urlsplit(db.url)
+    proxy = Proxy(parts.hostname, parts.port)
+    through = engines.connect(db.url.replace(f":{parts.port}/", f":{proxy.port}/"), db.prefix)
+    app = make_app(through, NOW)
+    assert app.get("/readyz").status_int == 200
+    proxy.cut()
+    ready = app.get("/readyz", expect_errors=True)
+    assert ready.status_int == 503 and ready.json["status"] == "unavailable"
+    assert ready.json["reason"].startswith("database unavailable: ")
+    assert app.get("/healthz").text == "OK"
