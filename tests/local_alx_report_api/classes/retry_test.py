@@ -29,11 +29,15 @@ def test_a_terminated_connection_is_retried(db):
     request.start()
     victim = None
     for _ in range(200):
+        blocker.scalar("SELECT pg_stat_clear_snapshot()")  # activity is snapshotted per transaction
         victim = blocker.scalar("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
-                                "datname = current_database() AND pid <> pg_backend_pid() LIMIT 1")
+                                "datname = current_database() AND pid <> pg_backend_pid() AND query LIKE "
+                                f"'%{db.prefix}local_alx_api_reporting%' LIMIT 1")
         if victim:
             break
         time.sleep(0.05)
+    if not victim:
+        blocker.db.execute_sql("COMMIT")  # let teardown drop the tables
     assert victim, "the page read waits on the lock"
     blocker.scalar("SELECT pg_terminate_backend(?)", (victim,))
     blocker.db.execute_sql("COMMIT")
