@@ -9,13 +9,13 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import peewee
 
 from local_alx_report_api.classes import sequence
 from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows
+from local_alx_report_api.classes.reporting import hundredths
 from moodle_core.engines import Engine
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Outcome:
 # -- reading rows ----------------------------------------------------------------------------------
 def _row(r) -> Row:
     u, c, fn, ln, em, cn, tc, ts, pct, st, deleted = r
-    return Row(Progress(int(u), int(c), fn, ln, em, cn, int(tc), int(ts), int(Decimal(str(pct)) * 100), st), bool(deleted))
+    return Row(Progress(int(u), int(c), fn, ln, em, cn, int(tc), int(ts), hundredths(pct), st), bool(deleted))
 
 
 def table_rows(engine: Engine, req: PageRequest, definition: Definition, *, after: Key | None = None,

@@ -49,8 +49,14 @@ class StoredRow:
     is_deleted: bool
 
 
-def _hundredths(value) -> int:
+def hundredths(value) -> int:
+    """A stored NUMERIC(5,2) percentage (Decimal, float on SQLite) in hundredths."""
     return int((Decimal(str(value)) * 100).to_integral_value())
+
+
+def _stored(row) -> tuple[Key, StoredRow]:
+    rid, userid, courseid, fn, ln, em, cn, tc, ts, pct, st, deleted = row
+    return (userid, courseid), StoredRow(rid, (fn, ln, em, cn, int(tc), int(ts), hundredths(pct), st), bool(deleted))
 
 
 def stored_rows(engine: Engine, companyid: int, after: Key, upto: Key | None = None,
@@ -65,10 +71,7 @@ def stored_rows(engine: Engine, companyid: int, after: Key, upto: Key | None = N
     sql += " ORDER BY userid, courseid"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
-    out = {}
-    for rid, userid, courseid, fn, ln, em, cn, tc, ts, pct, st, deleted in engine.rows(sql, params):
-        out[(userid, courseid)] = StoredRow(rid, (fn, ln, em, cn, int(tc), int(ts), _hundredths(pct), st), bool(deleted))
-    return out
+    return dict(_stored(row) for row in engine.rows(sql, params))
 
 
 def stored_rows_for(engine: Engine, companyid: int, keys: Iterable[Key]) -> dict[Key, StoredRow]:
@@ -81,10 +84,9 @@ def stored_rows_for(engine: Engine, companyid: int, keys: Iterable[Key]) -> dict
         marks = ", ".join("?" * len(part))
         for row in engine.rows(f"SELECT {', '.join(_COLUMNS)} FROM {{t:local_alx_api_reporting}} "
                                f"WHERE companyid = ? AND userid IN ({marks})", [companyid, *part]):
-            rid, userid, courseid, fn, ln, em, cn, tc, ts, pct, st, deleted = row
-            if (userid, courseid) in keys:
-                out[(userid, courseid)] = StoredRow(rid, (fn, ln, em, cn, int(tc), int(ts), _hundredths(pct), st),
-                                                    bool(deleted))
+            key, stored = _stored(row)
+            if key in keys:
+                out[key] = stored
     return out
 
 
