@@ -12,10 +12,12 @@ from webservice.errors import DmlWriteException, MoodleException
 FUNCTION = "local_alx_report_api_get_course_progress"
 
 
-def effective_limit(call) -> int:
-    """The company's `rate_limit` row if present, else the global setting; 0 = unlimited."""
+def effective_limit(call, settings=None) -> int:
+    """The company's `rate_limit` row if present, else the global setting; 0 = unlimited.
+    `settings`: the company's settings when the caller has them already."""
     if call.company is not None:
-        value = company_settings.load(call.engine, call.company.id).values.get("rate_limit")
+        settings = settings or company_settings.load(call.engine, call.company.id)
+        value = settings.values.get("rate_limit")
         if value is not None:
             return int(value)
     return int(call.settings.local_alx_report_api.rate_limit)
@@ -37,12 +39,12 @@ def counted_today(call, start: int, end: int) -> int:
         "AND counted = 1", (call.caller.userid, start, end)))
 
 
-def admit(call) -> None:
+def admit(call, settings=None) -> None:
     """Step 5: admit the request (its log row is written at once with counted = 1) or reject it.
 
     Count and insert run in one short transaction under a lock keyed by the user, so any number
     of simultaneous requests from any processes admit exactly the remaining quota."""
-    limit = effective_limit(call)
+    limit = effective_limit(call, settings)
     start, end = day_bounds(call.now, call.timezone)
     call.rate = {"limit": limit, "reset": end, "count": None}
     if limit == 0:

@@ -49,14 +49,16 @@ def execute(call, limit: int = 100, offset: int = 0) -> list[dict]:
         raise _error("limittoolarge", limit=limit, max=plugin.max_records)
     if offset < 0:
         raise _error("invalidoffset", offset=offset)
-    ratelimit.admit(call)  # the company was resolved with the caller (step 4)
+    # the company was resolved with the caller (step 4); its settings are read once, for both
+    # the rate limit (step 5) and the page (step 8)
+    settings = company_settings.load(call.engine, call.company.id) if call.company is not None else None
+    ratelimit.admit(call, settings)
     if not plugin.allow_get_method and call.method != "POST":
         raise _error("invalidrequestmethod")
     if call.company is None:
         raise _error("nocompanyassociation")
     engine, companyid = call.engine, call.company.id
     QUERY_COMPANY.set(companyid)
-    settings = company_settings.load(engine, companyid)
     zone = ZoneInfo(call.timezone)
     fields = settings.fields
     req = pulls.PageRequest(companyid, call.log.fields["token_hash"], call.caller.userid, limit, offset,
