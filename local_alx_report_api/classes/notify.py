@@ -89,6 +89,8 @@ def email_message(alert: dict, settings, timezone: str, company: str | None, to:
 
 
 def send_email(settings, message: EmailMessage) -> None:
+    """One message over [mail]; TLS (starttls, ssl) always verifies the server's certificate and host name
+    against the system trust store (decision 37), and a server without STARTTLS is an error, not plain text."""
     mail = settings.mail
     if mail.smtp_security == "ssl":
         server = smtplib.SMTP_SSL(mail.smtp_host, mail.smtp_port, timeout=mail.timeout_seconds,
