@@ -85,5 +85,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, clock: Calla
     for path, resource in site.registry.routes.items():
         takes_site = resource.__init__ is not object.__init__
         app.add_route(path, resource(site) if takes_site else resource())
+    for mount in site.registry.mounts:
+        mount(app, site)
     app.add_sink(not_found, "/")
     return app

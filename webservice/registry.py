@@ -34,10 +34,11 @@ class Registry:
     response_headers: list[Callable] = field(default_factory=list)  # hooks: (call) → {header: value}
     after_request: list[Callable] = field(default_factory=list)  # hooks: (call) → None, after the log row
     routes: dict[str, type] = field(default_factory=dict)  # extra paths of the web app → resource classes
+    mounts: list[Callable] = field(default_factory=list)  # (app, site) → None: add a group of routes
 
 
 def load_registry(service_modules: list[str]) -> Registry:
-    functions, versions, hooks, after, routes = {}, {}, [], [], {}
+    functions, versions, hooks, after, routes, mounts = {}, {}, [], [], {}, []
     for dotted in service_modules:
         services = importlib.import_module(dotted)
         if getattr(services, "VERSION", None):
@@ -47,12 +48,13 @@ def load_registry(service_modules: list[str]) -> Registry:
         declared = getattr(services, "AFTER_REQUEST", [])
         after += [_resolve(d) for d in ([declared] if isinstance(declared, str) else declared)]
         routes.update({path: _resolve(dotted) for path, dotted in getattr(services, "ROUTES", {}).items()})
+        mounts += [_resolve(d) for d in getattr(services, "MOUNTS", [])]
         for name, spec in services.FUNCTIONS.items():
             module = importlib.import_module(spec["module"])
             functions[name] = ExternalFunction(
                 name, services.COMPONENT, spec["classname"], spec["methodname"], spec["classpath"],
                 spec["description"], spec["type"], module, module.execute_parameters(), module.execute_returns())
-    return Registry(functions, versions, hooks, after, routes)
+    return Registry(functions, versions, hooks, after, routes, mounts)
 
 
 def _resolve(dotted: str) -> Callable:

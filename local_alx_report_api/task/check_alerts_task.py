@@ -3,6 +3,8 @@ raised or auto-resolved."""
 
 from __future__ import annotations
 
+import json
+
 from local_alx_report_api.classes import alerts, health, metrics
 from local_alx_report_api.classes.alerts import number
 from local_alx_report_api.classes.ratelimit import day_bounds
@@ -66,6 +68,7 @@ def execute(env) -> dict:
               f"High API usage detected: {hour} calls in the last hour",
               {"calls": hour, "threshold": plugin.high_api_usage_threshold, "window_minutes": 60})
     _fallbacks(engine, now, window)
+    resolved += _admin_lockouts(engine, env, now)
     env.say(f"Health {state.overall} ({state.score}/100); raised {len(raised)}, resolved {len(resolved)}")
     return {"health": state.overall, "score": state.score, "raised": raised, "resolved": resolved}
 
@@ -127,6 +130,20 @@ def _tokens(engine, env, now, condition) -> None:
     for _, subject in alerts.open_alerts(engine, "security", "token:"):
         if subject[6:] not in flagged:
             condition(False, "security", "medium", subject, "", {})
+
+
+def _admin_lockouts(engine, env, now) -> list[str]:
+    """Condition 7c resolves when the sign-in lockout it reported has ended."""
+    from local_alx_report_api.controlcenter.signin import lockout_ended
+
+    ended = []
+    for alert_id, subject in alerts.open_alerts(engine, "security", "admin_login:"):
+        data = json.loads(engine.scalar("SELECT alert_data FROM {t:local_alx_api_alerts} WHERE id = ?",
+                                        (alert_id,)) or "{}")
+        if lockout_ended(engine, env.settings, data, now) and \
+                alerts.resolve(engine, now, alert_type="security", subject=subject):
+            ended.append(subject)
+    return ended
 
 
 def _fallbacks(engine, now, window) -> None:

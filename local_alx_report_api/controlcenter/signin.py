@@ -1,0 +1,134 @@
+"""Verifying a control-center sign-in (admin-ui.md 2.2): Moodle's user row, site admins,
+Moodle's password hashes with the site's peppers, lockout, the log row and alert 7c."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import bcrypt
+from passlib.hash import sha512_crypt
+
+from local_alx_report_api.classes import alerts
+from moodle_core.engines import Engine
+from moodle_core.moodle import Moodle
+
+ENDPOINT = "admin:login"
+INVALID = "Invalid login, please try again"
+LOCKED = "Too many failed sign-in attempts. Try again in {n} minutes."
+
+
+@dataclass
+class Admin:
+    id: int
+    username: str
+    firstname: str
+    lastname: str
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.firstname} {self.lastname}"
+
+
+def password_matches(stored: str, password: str, peppers: list[str]) -> bool:
+    """Moodle's validate_internal_user_password: each pepper appended (newest first), then none.
+    bcrypt ($2y$/$2a$/$2b$) and SHA-512 crypt ($6$) only; legacy md5 never matches."""
+    stored = stored or ""
+    for candidate in [password + pepper for pepper in peppers] + [password]:
+        if stored.startswith(("$2y$", "$2a$", "$2b$")):
+            # PHP's password_verify reads only the first 72 bytes; newer bcrypt refuses longer input
+            if bcrypt.checkpw(candidate.encode()[:72], ("$2b$" + stored[4:]).encode()):
+                return True
+        elif stored.startswith("$6$"):
+            try:
+                if sha512_crypt.verify(candidate, stored):
+                    return True
+            except ValueError:  # a malformed hash
+                return False
+    return False
+
+
+def site_admin(engine: Engine, moodle: Moodle, userid: int) -> Admin | None:
+    """The user, if still a usable site admin (checked on every request, admin-ui.md 2.3)."""
+    row = engine.rows("SELECT id, username, firstname, lastname, suspended, auth, deleted FROM {t:user} WHERE id = ?",
+                      (userid,))
+    if not row or not _usable(row[0][4], row[0][5], row[0][6]) or userid not in _siteadmins(moodle):
+        return None
+    return Admin(int(row[0][0]), row[0][1], row[0][2], row[0][3])
+
+
+def _usable(suspended, auth, deleted) -> bool:
+    return int(suspended) == 0 and auth == "manual" and int(deleted) == 0
+
+
+def _siteadmins(moodle: Moodle) -> set[int]:
+    return {int(x) for x in (moodle.config("siteadmins") or "").split(",") if x.strip().isdigit()}
+
+
+def failures(engine: Engine, username: str, ip: str, now: int, minutes: int) -> list[int]:
+    """Times of the failed sign-ins of `username` (case-insensitive) from `ip` within the window."""
+    rows = engine.rows("SELECT timeaccessed, additional_data FROM {t:local_alx_api_logs} WHERE endpoint = ? "
+                       "AND errorcode = ? AND ip_address = ? AND timeaccessed > ? ORDER BY timeaccessed",
+                       (ENDPOINT, "invalidlogin", ip, now - minutes * 60))
+    wanted = username.lower()
+    return [int(t) for t, data in rows if _typed(data).lower() == wanted]
+
+
+def _typed(data: str | None) -> str:
+    try:
+        return str(json.loads(data or "{}").get("username", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+def attempt(engine: Engine, moodle: Moodle, settings, *, username: str, password: str, ip: str, user_agent: str,
+            now: int) -> tuple[Admin | None, str | None]:
+    """(admin, None) on success, else (None, the message to show). Every attempt is logged."""
+    admin_cfg = settings.admin
+    typed = username.strip()
+    window, limit = admin_cfg.login_lockout_minutes, admin_cfg.login_max_failures
+    past = failures(engine, typed, ip, now, window)
+    if len(past) >= limit:
+        minutes = max(1, math.ceil((past[-limit] + window * 60 - now) / 60))
+        message = LOCKED.format(n=minutes)
+        _log(engine, now, 0, ip, user_agent, typed, "loginlocked", message)
+        _lockout_alert(engine, settings, now, typed, len(past), ip)
+        return None, message
+    row = engine.rows("SELECT id, password, suspended, auth FROM {t:user} WHERE username = ? AND mnethostid = ? "
+                      "AND deleted = 0", (typed.lower(), int(moodle.config("mnet_localhost_id") or 1)))
+    userid = int(row[0][0]) if row else 0
+    ok = (bool(row) and _usable(row[0][2], row[0][3], 0) and userid in _siteadmins(moodle)
+          and password_matches(row[0][1], password, admin_cfg.password_peppers))
+    _log(engine, now, userid, ip, user_agent, typed, *((None, None) if ok else ("invalidlogin", INVALID)))
+    if ok:
+        return site_admin(engine, moodle, userid), None
+    if len(past) + 1 >= limit:
+        _lockout_alert(engine, settings, now, typed, len(past) + 1, ip)
+    return None, INVALID
+
+
+def _log(engine: Engine, now: int, userid: int, ip: str, user_agent: str, typed: str, errorcode: str | None,
+         message: str | None) -> None:
+    engine.insert("local_alx_api_logs", {
+        "userid": userid, "endpoint": ENDPOINT, "record_count": 0, "timeaccessed": now, "ip_address": ip[:45],
+        "user_agent": (user_agent or "unknown")[:255], "errorcode": errorcode, "companyid": 0, "counted": 0,
+        "response_bytes": 0, "error_message": message,
+        "additional_data": json.dumps({"username": typed}, separators=(",", ":"))})
+
+
+def _lockout_alert(engine: Engine, settings, now: int, typed: str, n: int, ip: str) -> None:
+    """Condition 7c of monitoring.md 3.2."""
+    alerts.raise_alert(engine, settings, now, alert_type="security", severity="high",
+                       subject=f"admin_login:{typed.lower()}",
+                       message=f"Control center sign-in locked for {typed} after {n} failed attempts from {ip}",
+                       data={"username": typed, "ip": ip, "failures": n,
+                             "threshold": settings.admin.login_max_failures,
+                             "window_minutes": settings.admin.login_lockout_minutes})
+
+
+def lockout_ended(engine: Engine, settings, alert_data: dict, now: int) -> bool:
+    """Whether the lockout an alert 7c reported is over (it auto-resolves then)."""
+    past = failures(engine, str(alert_data.get("username", "")), str(alert_data.get("ip", "")), now,
+                    settings.admin.login_lockout_minutes)
+    return len(past) < settings.admin.login_max_failures
