@@ -4,6 +4,7 @@ signed in, CSRF), rendering with Jinja2, redirects with a one-line notice, JSON 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from datetime import datetime
 from urllib.parse import parse_qs, quote
@@ -14,6 +15,7 @@ import jinja2
 
 from local_alx_report_api.controlcenter import session, signin
 
+log = logging.getLogger("alx_report_api.controlcenter")
 PREFIX = "/local/alx_report_api"
 NAV = [("Overview", "/"), ("Companies", "/companies"), ("Tokens", "/tokens"), ("Data", "/data"),
        ("Cache", "/cache"), ("Monitoring", "/monitoring"), ("Alerts", "/alerts"), ("Logs", "/logs"),
@@ -214,7 +216,13 @@ class Page:
         if notice and method == "get":
             ctx.notice = str(notice.get("text", ""))
             resp.unset_cookie(NOTICE, path=PREFIX + "/")
-        handler(ctx, **kw)
+        try:
+            handler(ctx, **kw)
+        except falcon.HTTPError:
+            raise
+        except Exception:  # a page error is logged with its cause; the admin sees a plain page
+            log.exception("control center %s %s failed", req.method, req.path)
+            ctx.fail(falcon.HTTP_500, "Something went wrong on this page; the process log has the details.")
         if ctx.admin is not None and ctx.payload is not None:  # renew the last-activity time
             ctx.payload["last"] = ctx.now
             set_signin_cookie(cc, resp, ctx.payload)
