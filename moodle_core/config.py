@@ -16,6 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+# `scheme://user:password@`: the password part (a database or gateway URL may carry one)
+_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/]*@", re.IGNORECASE)
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
           "0": False, "false": False, "no": False, "off": False}
 
@@ -62,6 +64,16 @@ class Setting:
         if self.type == "string" and self.min_length:
             return f"a string of at least {self.min_length} characters"
         return self.type
+
+    def show(self, value: Any) -> str:
+        """A value as people see it (the `settings` command, the control center): lists
+        comma-joined, booleans true/false, secrets and a password inside a URL masked."""
+        if self.secret and value:
+            return "********"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        shown = ", ".join(value) if isinstance(value, list) else str(value)
+        return _URL_PASSWORD.sub(r"\1********@", shown)
 
     def parse(self, raw: str) -> Any:
         """Convert a raw text value, raising ValueError when it does not fit."""
@@ -145,16 +157,8 @@ class Settings:
 
     def describe(self) -> list[tuple[str, str, str, str]]:
         """(section, name, shown value, source) for every setting, secrets masked."""
-        rows = []
-        for key, setting in self.declarations.items():
-            value = self.values[key]
-            shown = ", ".join(value) if isinstance(value, list) else str(value)
-            if isinstance(value, bool):
-                shown = "true" if value else "false"
-            if setting.secret and value:
-                shown = "********"
-            rows.append((setting.section, setting.name, shown, self.sources[key]))
-        return rows
+        return [(setting.section, setting.name, setting.show(self.values[key]), self.sources[key])
+                for key, setting in self.declarations.items()]
 
 
 def settings_path(cli_path: str | None, environ: Mapping[str, str]) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import time
 from dataclasses import dataclass
 
@@ -57,32 +58,66 @@ def ip_in_list(addr: str, entries: str) -> bool:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         return False
-    for entry in (e.strip() for e in entries.split(",")):
-        if entry and _entry_matches(ip, addr, entry):
-            return True
-    return False
+    return any(_entry_matches(ip, addr, entry) for entry in _entries(entries))
+
+
+def invalid_ip_entries(entries: str) -> list[str]:
+    """The entries of an IP restriction list that are none of the forms of protocol.md 4.3."""
+    bad = []
+    for entry in _entries(entries):
+        try:
+            parse_ip_entry(entry)
+        except ValueError:
+            bad.append(entry)
+    return bad
+
+
+def _entries(entries: str) -> list[str]:
+    return [e for e in (e.strip() for e in entries.split(",")) if e]
+
+
+_V4_PREFIX = re.compile(r"(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){0,2}\.?")
+_V6_PREFIX = re.compile(r"[0-9a-fA-F]{1,4}(:[0-9a-fA-F]{1,4}){0,6}:?")
+
+
+def parse_ip_entry(entry: str) -> tuple[str, object]:
+    """One entry as (form, value): ("network", CIDR), ("range", (first, last)) for a last-part
+    range such as `192.168.1.10-20`, ("address", ip) or ("prefix", text) such as `192.168.`.
+    Raises ValueError for anything else (such an entry never matches)."""
+    if "/" in entry:
+        return "network", ipaddress.ip_network(entry, strict=False)
+    if "-" in entry:
+        first, last = (part.strip() for part in entry.split("-", 1))
+        start = ipaddress.ip_address(first)
+        sep = ":" if start.version == 6 else "."
+        end = ipaddress.ip_address(f"{first.rsplit(sep, 1)[0]}{sep}{last}")
+        if end < start:
+            raise ValueError(f"range ends before it starts: {entry}")
+        return "range", (start, end)
+    try:
+        return "address", ipaddress.ip_address(entry)
+    except ValueError:
+        pass
+    if _V4_PREFIX.fullmatch(entry) or _V6_PREFIX.fullmatch(entry):
+        return "prefix", entry
+    raise ValueError(f"not an address, CIDR range, last-part range or prefix: {entry}")
 
 
 def _entry_matches(ip, addr: str, entry: str) -> bool:
     try:
-        if "/" in entry:
-            return ip in ipaddress.ip_network(entry, strict=False)
-        if "-" in entry:
-            first, last = entry.split("-", 1)
-            start = ipaddress.ip_address(first.strip())
-            sep = ":" if start.version == 6 else "."
-            head = first.strip().rsplit(sep, 1)[0]
-            end = ipaddress.ip_address(f"{head}{sep}{last.strip()}")
-            return type(ip) is type(start) and start <= ip <= end
-        try:
-            return ip == ipaddress.ip_address(entry)
-        except ValueError:
-            pass
-        prefix = entry if entry.endswith((".", ":")) else entry + ("." if ip.version == 4 else ":")
-        text = addr if ip.version == 4 else ip.exploded
-        return text.startswith(prefix) or addr.startswith(prefix)
+        form, value = parse_ip_entry(entry)
     except ValueError:
         return False
+    if form == "network":
+        return ip in value
+    if form == "range":
+        start, end = value
+        return type(ip) is type(start) and start <= ip <= end
+    if form == "address":
+        return ip == value
+    prefix = value if value.endswith((".", ":")) else value + ("." if ip.version == 4 else ":")
+    text = addr if ip.version == 4 else ip.exploded
+    return text.startswith(prefix) or addr.startswith(prefix)
 
 
 # -- tokens and users ------------------------------------------------------------------------------

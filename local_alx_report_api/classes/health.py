@@ -67,30 +67,26 @@ def tables(moodle: Moodle) -> Check:
 
 
 def webservices(moodle: Moodle) -> Check:
-    enabled = (moodle.config("enablewebservices") or "").strip()
-    protocols = [p.strip() for p in (moodle.config("webserviceprotocols") or "").split(",")]
-    problems = ([webservice_setup.DISABLED] if enabled in ("", "0") else []) + \
-        ([webservice_setup.NO_REST] if "rest" not in protocols else [])
+    enabled, rest = webservice_setup.switches(moodle.engine)
+    problems = ([] if enabled else [webservice_setup.DISABLED]) + ([] if rest else [webservice_setup.NO_REST])
     return Check("webservices", ERROR, " ".join(problems)) if problems else \
         Check("webservices", OK, "Web services and the REST protocol are enabled")
 
 
 def service(engine: Engine) -> Check:
     for shortname in (services.SERVICE_SHORTNAME, services.LEGACY_SHORTNAME):
-        row = engine.execute("SELECT id, enabled, component FROM {t:external_services} WHERE shortname = ?",
-                             (shortname,)).fetchone()
-        if row is None:
+        state = webservice_setup.service_state(engine, shortname)
+        if state is None:
             continue
-        linked = {r[0] for r in engine.rows("SELECT functionname FROM {t:external_services_functions} "
-                                            "WHERE externalserviceid = ?", (row[0],))}
-        if not row[1]:
+        if not state["enabled"]:
             return Check("service", ERROR, f"Service {shortname} is disabled")
-        if webservice_setup.FUNCTION not in linked:
+        if webservice_setup.FUNCTION not in state["functions"]:
             return Check("service", ERROR, f"Service {shortname} lacks {webservice_setup.FUNCTION}")
-        if webservice_setup.SITE_INFO not in linked:
+        if webservice_setup.SITE_INFO not in state["functions"]:
             return Check("service", WARNING, f"Service {shortname} lacks {webservice_setup.SITE_INFO}")
-        if row[2]:
-            return Check("service", WARNING, f"Service {shortname} belongs to component {row[2]}: Moodle may delete it")
+        if state["component"]:
+            return Check("service", WARNING, f"Service {shortname} belongs to component {state['component']}: "
+                         "Moodle may delete it")
         return Check("service", OK, f"Service {shortname} is enabled with both functions")
     return Check("service", ERROR, f"Service {services.SERVICE_SHORTNAME} is missing: run alx-report-api install")
 

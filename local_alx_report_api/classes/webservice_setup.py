@@ -65,6 +65,27 @@ def prepare(engine: Engine, now: int, enable_webservices: bool, report: Report) 
         _switches(engine, enable_webservices, report)
 
 
+def switches(engine: Engine) -> tuple[bool, bool]:
+    """(web services enabled, REST protocol enabled) as Moodle's config has them (protocol.md 1)."""
+    enabled = (_config(engine, "enablewebservices") or "").strip()
+    return enabled not in ("", "0"), "rest" in _protocols(engine)
+
+
+def service_state(engine: Engine, shortname: str) -> dict | None:
+    """The service's id, enabled flag, component and linked function names; None when absent."""
+    row = engine.execute("SELECT id, enabled, component FROM {t:external_services} WHERE shortname = ? "
+                         "ORDER BY id LIMIT 1", (shortname,)).fetchone()
+    if row is None:
+        return None
+    linked = {r[0] for r in engine.rows("SELECT functionname FROM {t:external_services_functions} "
+                                        "WHERE externalserviceid = ?", (row[0],))}
+    return {"id": int(row[0]), "enabled": bool(int(row[1])), "component": row[2], "functions": linked}
+
+
+def _protocols(engine: Engine) -> list[str]:
+    return [p.strip() for p in (_config(engine, "webserviceprotocols") or "").split(",") if p.strip()]
+
+
 def _config(engine: Engine, name: str) -> str | None:
     return engine.scalar("SELECT value FROM {t:config} WHERE name = ?", (name,))
 
@@ -77,17 +98,16 @@ def _set_config(engine: Engine, name: str, value: str) -> None:
 
 
 def _switches(engine: Engine, enable: bool, report: Report) -> None:
-    enabled = (_config(engine, "enablewebservices") or "").strip()
-    protocols = [p.strip() for p in (_config(engine, "webserviceprotocols") or "").split(",") if p.strip()]
-    if enabled in ("", "0"):
+    webservices, rest = switches(engine)
+    if not webservices:
         if enable:
             _set_config(engine, "enablewebservices", "1")
             report.say("Enabled web services in Moodle (config enablewebservices = 1).")
         else:
             report.say(DISABLED)
-    if "rest" not in protocols:
+    if not rest:
         if enable:
-            _set_config(engine, "webserviceprotocols", ",".join([*protocols, "rest"]))
+            _set_config(engine, "webserviceprotocols", ",".join([*_protocols(engine), "rest"]))
             report.say("Enabled the REST protocol in Moodle (added rest to config webserviceprotocols).")
         else:
             report.say(NO_REST)

@@ -122,6 +122,7 @@ class Ctx:
         self.query = Form(parse_qs(req.query_string or "", keep_blank_values=True))
         self.form = Form({})
         self.notice = None
+        self.flash: dict | None = None
 
     @property
     def engine(self):
@@ -141,10 +142,12 @@ class Ctx:
         self.resp.text = self.cc.templates.get_template(template).render(
             admin=self.admin, sesskey=self.sesskey, notice=self.notice, now=self.now, path=self.req.path, **values)
 
-    def redirect(self, path: str, notice: str | None = None) -> None:
-        """303 to a control-center path, with a one-line notice shown there (admin-ui.md 1)."""
-        if notice:
-            self.resp.set_cookie(NOTICE, session.sign(self.cc.settings.admin.secret_key, {"text": notice}),
+    def redirect(self, path: str, notice: str | None = None, flash: dict | None = None) -> None:
+        """303 to a control-center path, with a one-line notice shown there (admin-ui.md 1).
+        `flash`: small signed data the next GET receives once as `ctx.flash` (never secrets)."""
+        if notice or flash:
+            payload = {"text": notice or "", **({"data": flash} if flash else {})}
+            self.resp.set_cookie(NOTICE, session.sign(self.cc.settings.admin.secret_key, payload),
                                  path=PREFIX + "/", http_only=True, same_site="Lax", secure=secure(self.cc))
         self.resp.status = falcon.HTTP_303
         self.resp.location = path if path.startswith(PREFIX) else url(path)
@@ -215,6 +218,7 @@ class Page:
         notice = session.unsign(admin_cfg.secret_key, req.cookies.get(NOTICE))
         if notice and method == "get":
             ctx.notice = str(notice.get("text", ""))
+            ctx.flash = notice.get("data") if isinstance(notice.get("data"), dict) else None
             resp.unset_cookie(NOTICE, path=PREFIX + "/")
         try:
             handler(ctx, **kw)
