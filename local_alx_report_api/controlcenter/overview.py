@@ -79,12 +79,26 @@ def last_sync_failures(tasks: list[dict]) -> int | None:
     return None if row is None or not row["lastrun"] else int((row["summary"] or {}).get("failed", 0))
 
 
+def today(cc, now: int) -> metrics.RequestMetrics:
+    """Requests since the last site-time-zone midnight."""
+    start, _ = day_bounds(now, cc.site.timezone)
+    return metrics.request_metrics(cc.engine, now, (now - start) / 60)
+
+
+def sync_lags(cc, now: int) -> list[dict]:
+    """Every company with its sync lag (None: never synced), the most behind first."""
+    lags = metrics.sync_lag(cc.engine, now)
+    rows = [{"company": c, "lag": lags.get(c.id)} for c in cc.moodle.companies()]
+    return sorted(rows, key=lambda r: (r["lag"] is not None, -(r["lag"] or 0), r["company"].id))
+
+
 class Overview(Page):
     def get(self, ctx: Ctx) -> None:
         state = evaluate_health(ctx.cc, ctx.now)
         tasks = scheduled_tasks(ctx.cc)
         ctx.render("overview.html", title="Overview", stats=stats(ctx.cc, ctx.now, state), health=state,
-                   tasks=tasks, sync_failed=last_sync_failures(tasks))
+                   tasks=tasks, sync_failed=last_sync_failures(tasks), today=today(ctx.cc, ctx.now),
+                   lags=sync_lags(ctx.cc, ctx.now))
 
 
 class Stats(Page):

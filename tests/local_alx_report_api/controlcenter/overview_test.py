@@ -1,0 +1,37 @@
+"""The overview (admin-ui.md 3.1, issue 7): cards from real requests and a real sync run,
+sync lag per company, scheduled tasks."""
+
+from __future__ import annotations
+
+from local_alx_report_api.task import sync_reporting_data_task
+from tests.admin import PREFIX, admin_app, sign_in
+from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.tasks import task_env
+from tests.webapp import progress
+
+
+def test_cards_lag_and_tasks_after_requests_and_a_sync(db):
+    b = new_site(db)
+    worked_examples(b)
+    b.company("Globex", "globex", companyid=6)
+    b.flush()
+    token = api_token(b, 5)
+    sync_reporting_data_task.execute(task_env(db, NOW - 600))
+    api = admin_app(db, NOW)
+    assert progress(api, token).status_int == 200
+    assert progress(api, token, limit=2).status_int == 200
+    assert "invalidparameter" in progress(api, token, limit="x").text
+    assert "invalidtoken" in progress(api, "b" * 32).text
+    app = admin_app(db, NOW + 60)
+    sign_in(app)
+    stats = app.get(PREFIX + "/stats.json").json
+    active = db.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting} WHERE is_deleted = 0")
+    assert stats["total_records"] == active > 0
+    assert stats["total_companies"] == 2 and stats["api_calls_today"] == 4
+    assert stats["last_sync"] == NOW - 600
+    page = app.get(PREFIX + "/")
+    assert "2 errors" in page.text  # invalidparameter and invalidtoken; rate-limited ones are counted apart
+    lag = page.html.find(id="sync-lag").find_all("tr")
+    assert [td.get_text(" ", strip=True) for td in lag[1].find_all("td")] == \
+        ["Acme Learning Ltd (acme)", "2024-11-25 14:50:00", "11 min"]
+    assert "sync_reporting_data_task" in page.text
