@@ -4,6 +4,7 @@ read model and the plugin together. Nothing imports this module."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -14,7 +15,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from local_alx_report_api import settings as plugin_settings
-from local_alx_report_api.classes import inline_alerts, installer, webservice_setup
+from local_alx_report_api.classes import inline_alerts, installer, jobs, webservice_setup
 from local_alx_report_api.classes.populate import populate
 from moodle_core import engines, generator
 from moodle_core.config import ConfigError, settings_path
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cron", help="run every due scheduled task once (like admin/cli/cron.php)")
     p.add_argument("--keep-alive", nargs="?", type=_positive(1, 10**9, "--keep-alive"), const=0, default=None,
                    metavar="SECONDS", help="keep running a pass every minute (stop after SECONDS if given)")
+    p = sub.add_parser("job", help="list the queued and recent jobs, run the queued ones now, or cancel one")
+    jsub = p.add_subparsers(dest="job_command", required=True, metavar="list|run|cancel", parser_class=Parser)
+    jl = jsub.add_parser("list", help="the most recent jobs: type, companies, status, times, progress, summary")
+    jl.add_argument("--limit", type=_positive(1, 1000, "--limit"), default=50)
+    jsub.add_parser("run", help="run the queued jobs now, oldest first, each under its lock")
+    jc = jsub.add_parser("cancel", help="cancel a queued job, or stop a running one after its current batch")
+    jc.add_argument("jobid", type=_positive(1, 2**62, "jobid"))
     p = sub.add_parser("task", help="list the scheduled tasks or run one now")
     tsub = p.add_subparsers(dest="task_command", required=True, metavar="list|run", parser_class=Parser)
     tsub.add_parser("list", help="each task's schedule, last and next run, fail delay and status")
@@ -198,7 +206,7 @@ def cmd_populate(args) -> int:
 
     state = populate(ctx.engine, companies, batch_size=args.batch_size or plugin.sync_batch_size,
                      report_roles=plugin.report_roles, now=lambda: int(time.time()),
-                     lock_wait=plugin.max_sync_time + 60, emit=emit, on_progress=on_progress)
+                     lock_wait=jobs.company_lock_wait(plugin), emit=emit, on_progress=on_progress)
     if bar is not None:
         bar.close()
     return 1 if state.errors else 0
@@ -246,7 +254,6 @@ def task_manager(ctx: Context, output=print, should_stop=lambda: False):
     import importlib.util
 
     from local_alx_report_api.db.tasks import TASKS, short_name
-    from local_alx_report_api.task import TaskEnv
     from moodle_core.taskmanager import TaskDef, TaskManager
 
     defs = []
@@ -259,34 +266,98 @@ def task_manager(ctx: Context, output=print, should_stop=lambda: False):
     zone = ctx.moodle.site_timezone(ctx.settings.site.timezone)[0]
     clock = lambda: int(time.time())  # noqa: E731
     manager = TaskManager(ctx.engine, defs, zone, clock=clock, output=output)
-    manager.context = lambda m: TaskEnv(ctx.engine, ctx.moodle, ctx.settings, clock, m.say, should_stop)
+    manager.context = lambda m: job_env(ctx, m, should_stop)
     manager.on_result = lambda task, state: inline_alerts.task_result(ctx.engine, ctx.settings, clock(), task, state)
     return manager
 
 
-def cmd_cron(args) -> int:
+def job_env(ctx: Context, manager, should_stop=lambda: False):
+    """What tasks and jobs receive: database, Moodle, settings, the runner's clock and output."""
+    from local_alx_report_api.task import TaskEnv
+
+    return TaskEnv(ctx.engine, ctx.moodle, ctx.settings, manager.clock, manager.say, should_stop)
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM and SIGINT ask the runner to finish the batch in progress, record state and exit 0;
+    yields the should_stop callable. The previous handlers come back afterwards."""
     import signal
 
-    import schedule
+    stopping: list = []
+    previous = {sig: signal.signal(sig, lambda *_: stopping.append(True)) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: bool(stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
+
+def cmd_cron(args) -> int:
     ctx = Context(args)
     ctx.moodle.require_tables()
     ctx.require_plugin()
-    stopping = []
-    for sig in (signal.SIGTERM, signal.SIGINT):  # finish the batch in progress, record state, exit 0
-        signal.signal(sig, lambda *_: stopping.append(True))
-    manager = task_manager(ctx, should_stop=lambda: bool(stopping))
+    with _stop_on_signals() as stop:
+        return _cron(ctx, args, stop)
+
+
+def _cron(ctx: Context, args, stop) -> int:
+    import schedule
+
+    manager = task_manager(ctx, should_stop=stop)
+    env = job_env(ctx, manager, stop)
     max_runtime = ctx.settings.cron.max_runtime
-    manager.run_pass(max_runtime, should_stop=lambda: bool(stopping))
+
+    def cron_pass() -> None:
+        """tasks.md 3.2: the due tasks, then the queued jobs; nothing new starts after max_runtime."""
+        deadline = time.monotonic() + max_runtime
+        manager.run_pass(max_runtime, should_stop=stop)
+        jobs.run_queued(env, should_stop=stop, deadline=deadline)
+
+    cron_pass()
     if args.keep_alive is None:
         return 0
     stop_at = time.monotonic() + args.keep_alive if args.keep_alive else float("inf")
     runner = schedule.Scheduler()
-    runner.every().minute.at(":00").do(manager.run_pass, max_runtime, lambda: bool(stopping))
-    while not stopping and time.monotonic() < stop_at:
+    runner.every().minute.at(":00").do(cron_pass)
+    runner.every(ctx.settings.cron.job_poll_seconds).seconds.do(
+        lambda: jobs.run_queued(env, should_stop=stop, deadline=time.monotonic() + max_runtime))
+    while not stop() and time.monotonic() < stop_at:
         runner.run_pending()
         time.sleep(max(0.0, min(1.0, stop_at - time.monotonic())))
     return 0
+
+
+def cmd_job(args) -> int:
+    ctx = Context(args)
+    ctx.moodle.require_tables()
+    ctx.require_plugin()
+    if args.job_command == "list":
+        manager = task_manager(ctx)
+
+        def stamp(instant) -> str:
+            return manager.local_time(instant) if instant else "-"
+
+        print(f"{'id':>5} {'type':9} {'companies':12} {'status':9} {'by':>5} {'queued':19} {'started':19} "
+              f"{'finished':19} {'done':>6} summary")
+        for job in jobs.recent(ctx.engine, args.limit):
+            companies = "all" if job["companyids"] is None else ",".join(map(str, job["companyids"]))
+            print(f"{job['id']:>5} {job['type']:9} {companies:12} {job['status']:9} {job['userid']:>5} "
+                  f"{stamp(job['queued']):19} {stamp(job['started']):19} {stamp(job['finished']):19} "
+                  f"{job['progress'].get('percent', 0):>5.1f}% {job['summary'] or ''}")
+        return 0
+    if args.job_command == "cancel":
+        if not jobs.cancel(ctx.engine, args.jobid, int(time.time())):
+            raise CliError(f"Job {args.jobid} is not queued or running")
+        job = jobs.get(ctx.engine, args.jobid)
+        print(f"Job {args.jobid} " + ("cancelled" if job["status"] == "cancelled" else
+                                      "will stop after its current batch"))
+        return 0
+    with _stop_on_signals() as stop:
+        ran = jobs.run_queued(job_env(ctx, task_manager(ctx, should_stop=stop), stop), should_stop=stop)
+    if not ran:
+        print("No queued jobs")
+    return 0 if all(status == "success" for _, status in ran) else 1
 
 
 def cmd_task(args) -> int:
@@ -352,7 +423,7 @@ def _progress_bar():
 
 
 COMMANDS = {"settings": cmd_settings, "install": cmd_install, "demo-site": cmd_demo_site, "populate": cmd_populate,
-            "serve": cmd_serve, "cron": cmd_cron, "task": cmd_task, "scheduled-task": cmd_task, "alerts": cmd_alerts}
+            "serve": cmd_serve, "cron": cmd_cron, "job": cmd_job, "task": cmd_task, "scheduled-task": cmd_task, "alerts": cmd_alerts}
 
 
 def main(argv: list[str] | None = None) -> int:

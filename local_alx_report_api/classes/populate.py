@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 from local_alx_report_api.classes import sequence
 from local_alx_report_api.classes.progress import Scope, count_scope_union
-from local_alx_report_api.classes.reporting import Batch, Counts, full_sync, purge_cache
+from local_alx_report_api.classes.reporting import INF, Batch, Counts, full_sync, purge_cache
 from moodle_core.engines import Engine, LockBusy
 from moodle_core.moodle import Company
 
 log = logging.getLogger(__name__)
+BUSY = "company busy"
 
 
 @dataclass
@@ -77,11 +78,12 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
         label = f"Company {company.id} ({company.shortname})"
         try:
             with engine.lock(f"company_{company.id}", timeout=lock_wait):
-                _populate_company(engine, company, label, state, batch_size, report_roles, now, say, on_progress,
-                                  should_stop)
+                if not _populate_company(engine, company, label, state, batch_size, report_roles, now, say,
+                                         on_progress, should_stop):
+                    break  # stopped after a committed batch: the company is not done
         except LockBusy:
-            state.errors.append({"companyid": company.id, "message": "company busy"})
-            say("error", f"{label}: company busy; skipped")
+            state.errors.append({"companyid": company.id, "message": BUSY})
+            say("error", f"{label}: {BUSY}; skipped")
         except Exception as exc:  # one company's failure never stops the others
             log.exception("populate of company %s failed", company.id)
             state.errors.append({"companyid": company.id, "message": str(exc).splitlines()[0] if str(exc) else
@@ -94,14 +96,18 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
     if state.totals.inserted:
         engine.analyze(["local_alx_api_reporting"])
     t = state.totals
-    say("success" if not state.errors else "warning",
-        f"Finished: {state.companies_done} compan{'y' if state.companies_done == 1 else 'ies'}, {t.checked} pairs "
+    complete = state.companies_done == state.companies_total
+    say("success" if not state.errors and complete else "warning",
+        f"{'Finished' if complete else 'Stopped'}: {state.companies_done} "
+        f"compan{'y' if state.companies_done == 1 else 'ies'}, {t.checked} pairs "
         f"checked, {t.inserted} inserted, {t.updated} updated, {t.reactivated} reactivated, {t.deleted} deleted, "
         f"{t.unchanged} unchanged in {time.time() - state.started:.1f} s, {len(state.errors)} errors")
     return state
 
 
-def _populate_company(engine, company, label, state, batch_size, report_roles, now, say, on_progress, should_stop):
+def _populate_company(engine, company, label, state, batch_size, report_roles, now, say, on_progress,
+                      should_stop) -> bool:
+    """Populate one company; False when `should_stop` ended it before its last batch."""
     started = time.time()
     scope = Scope.load(engine, company.id, report_roles)
     purge_cache(engine, company.id)
@@ -109,7 +115,7 @@ def _populate_company(engine, company, label, state, batch_size, report_roles, n
     total = count_scope_union(engine, scope, now())
     if not scope.courses and total == 0:
         say("warning", f"Company {company.id} ({company.shortname}) has no courses in scope; skipped.")
-        return
+        return True
     state.current = {"id": company.id, "shortname": company.shortname, "total": total, "processed": 0}
     say("company", f"{label}: {total} pairs to check")
     counts = Counts()
@@ -123,6 +129,10 @@ def _populate_company(engine, company, label, state, batch_size, report_roles, n
         say("info", f"{label}: {counts.checked}/{total} ({pct:.1f}%) {_summary(counts)}")
         on_progress(state)
 
-    full_sync(engine, scope, now(), batch_size, on_batch=on_batch, should_stop=should_stop)
+    _, after = full_sync(engine, scope, now(), batch_size, on_batch=on_batch, should_stop=should_stop)
     purge_cache(engine, company.id)
+    if after != INF:
+        say("warning", f"{label}: stopped after {counts.checked}/{total} pairs: {_summary(counts)}")
+        return False
     say("success", f"{label}: done in {time.time() - started:.1f} s: {_summary(counts)}")
+    return True

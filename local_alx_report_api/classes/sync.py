@@ -8,10 +8,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from local_alx_report_api.classes import company_state, sequence
-from local_alx_report_api.classes.progress import Key, Scope, live_rows, scope_keys
+from local_alx_report_api.classes import company_state, inline_alerts, sequence
+from local_alx_report_api.classes.progress import Key, Scope, count_scope_union, live_rows, scope_keys
 from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
-from moodle_core.engines import QUERY_COMPANY, Engine
+from moodle_core.engines import QUERY_COMPANY, Engine, LockBusy
 
 log = logging.getLogger(__name__)
 SOURCES = ("cmc", "cc_completed", "cc_started", "cc_reaggregate", "ue_created", "ue_modified", "user", "course",
@@ -111,8 +111,10 @@ class Detector:
 
 
 def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback: int, report_roles: list[str],
-                out_of_time: Callable[[], bool]) -> dict:
-    """Process one company (the caller holds its lock). Returns its last_run record."""
+                out_of_time: Callable[[], bool], on_batch: Callable[[Counts, int, int], None] | None = None) -> dict:
+    """Process one company (the caller holds its lock). Returns its last_run record.
+
+    `on_batch(counts, processed, total)` hears each committed batch (jobs show it as progress)."""
     started = time.time()
     QUERY_COMPANY.set(company.id)
     state = company_state.load(engine, company.id, now)
@@ -120,7 +122,8 @@ def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback:
     detector = Detector(engine, scope, now)
     counts = Counts()
     if "cutoffs" not in state:
-        return _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started)
+        return _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started,
+                           on_batch)
     pending = state.get("pending")
     if pending is None:
         bounds = {s: int(state["cutoffs"].get(s, 0)) - lookback for s in SOURCES}
@@ -147,19 +150,56 @@ def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback:
         if result.changed:
             purge_cache(engine, company.id)
         counts.add(result)
+        if on_batch:
+            on_batch(result, counts.checked, len(keys))
     state["cutoffs"] = pending["high"]
     state["cacherev"] = pending["cacherev"]
     return _complete(engine, company, state, counts, now, started, len(keys))
 
 
-def _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started) -> dict:
+def sync_company(env, company, *, out_of_time: Callable[[], bool], lock_wait: float = 0.0,
+                 batch_size: int | None = None, on_batch: Callable[[Counts, int, int], None] | None = None
+                 ) -> tuple[str, dict | str | None]:
+    """One company of a sync run under its lock (tasks.md 5.2 step 3, 5.6): ("done", last_run),
+    ("busy", None) when the lock stayed taken `lock_wait` s, or ("failed", error). Shared by
+    `sync_reporting_data_task` (no wait) and `sync` jobs (wait, no time limit)."""
+    plugin = env.plugin
+    label = f"Company {company.id} ({company.shortname})"
+    try:
+        with env.engine.lock(f"company_{company.id}", timeout=lock_wait):
+            run = run_company(env.engine, company, now=env.clock(), batch_size=batch_size or plugin.sync_batch_size,
+                              lookback=plugin.sync_lookback_seconds, report_roles=plugin.report_roles,
+                              out_of_time=out_of_time, on_batch=on_batch)
+    except LockBusy:
+        env.say(f"{label} is busy; skipped")
+        return "busy", None
+    except Exception as exc:  # one company's failure never stops the others (ST6)
+        log.exception("sync of company %s failed", company.id)
+        error = f"{type(exc).__name__}: {exc}"
+        failures = record_failure(env.engine, company, env.clock(), error)
+        inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, failures, error)
+        env.say(f"{label} failed ({failures} in a row): {exc}")
+        return "failed", error
+    if run["stopped"] == "complete":
+        inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, 0, None)
+    env.say(f"{label}: {run['pairs']} pairs, inserted {run['inserted']}, updated {run['updated']}, "
+            f"reactivated {run['reactivated']}, deleted {run['deleted']}, unchanged {run['unchanged']} in "
+            f"{run['seconds']} s" + (" (stopped by the time limit)" if run["stopped"] != "complete" else ""))
+    return "done", run
+
+
+def _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started,
+                on_batch) -> dict:
     pending = state.get("pending") or {"full": True, "after": [0, 0], "started": now, "cacherev": detector.cacherevs()}
     state["pending"] = pending
+    total = count_scope_union(engine, scope, now) if on_batch else 0
 
     def remember(batch):
         counts.add(batch.counts)
         pending["after"] = list(batch.upto)
         company_state.save(engine, company.id, state, now)
+        if on_batch:
+            on_batch(batch.counts, counts.checked, total)
 
     _, after = full_sync(engine, scope, now, batch_size, after=tuple(pending["after"]), on_batch=remember,
                          should_stop=out_of_time)

@@ -36,8 +36,10 @@ def execute(env, *, companies=None, time_budget: int | None = None) -> dict:
     return summary
 
 
-def reconcile_company(env, company, out_of_time) -> int | None:
-    """Drift of the company (rows fixed), or None when the time budget stopped it mid-way."""
+def reconcile_company(env, company, out_of_time, *, batch_size: int | None = None, on_batch=None) -> int | None:
+    """Drift of the company (rows fixed), or None when the time budget stopped it mid-way.
+
+    `on_batch(batch)` hears each committed batch (reconcile jobs show it as progress)."""
     now = env.clock()
     state = company_state.load(env.engine, company.id, now)
     resume = state.get("reconcile_after")
@@ -51,9 +53,11 @@ def reconcile_company(env, company, out_of_time) -> int | None:
         for key in ("checked", "inserted", "updated", "reactivated", "deleted"):
             counts[key] += getattr(batch.counts, key)
         counts["examples"] = (counts.get("examples", []) + batch.counts.examples)[:20]
+        if on_batch:
+            on_batch(batch)
 
-    _, after = full_sync(env.engine, scope, now, env.plugin.sync_batch_size, after=after, on_batch=remember,
-                         should_stop=out_of_time)
+    _, after = full_sync(env.engine, scope, now, batch_size or env.plugin.sync_batch_size, after=after,
+                         on_batch=remember, should_stop=out_of_time)
     state = company_state.load(env.engine, company.id, now)
     if after != INF:
         state["reconcile_after"] = {"after": list(after), "counts": counts, "started": started}

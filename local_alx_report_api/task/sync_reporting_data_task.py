@@ -3,13 +3,9 @@ committed run and bring the reporting rows up to date, within `max_sync_time`.""
 
 from __future__ import annotations
 
-import logging
 import time
 
-from local_alx_report_api.classes import inline_alerts, sync
-from moodle_core.engines import LockBusy
-
-log = logging.getLogger(__name__)
+from local_alx_report_api.classes import sync
 
 
 def _order(env, companies):
@@ -33,33 +29,14 @@ def execute(env, *, companies=None, time_limit: int | None = None) -> dict:
         if out_of_time():
             summary["stopped"] = "time_limit"
             break
-        try:
-            with env.engine.lock(f"company_{company.id}"):
-                run = sync.run_company(env.engine, company, now=env.clock(), batch_size=plugin.sync_batch_size,
-                                       lookback=plugin.sync_lookback_seconds, report_roles=plugin.report_roles,
-                                       out_of_time=out_of_time)
-        except LockBusy:
-            summary["skipped"] += 1
-            env.say(f"Company {company.id} ({company.shortname}) is busy; skipped")
-            continue
-        except Exception as exc:  # one company's failure never stops the others (ST6)
-            log.exception("sync of company %s failed", company.id)
-            error = f"{type(exc).__name__}: {exc}"
-            failures = sync.record_failure(env.engine, company, env.clock(), error)
-            inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, failures, error)
-            env.say(f"Company {company.id} ({company.shortname}) failed ({failures} in a row): {exc}")
-            summary["failed"] += 1
+        outcome, run = sync.sync_company(env, company, out_of_time=out_of_time)
+        if outcome != "done":
+            summary["skipped" if outcome == "busy" else "failed"] += 1
             continue
         summary["processed"] += 1
-        if run["stopped"] == "complete":
-            inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, 0, None)
         summary["pairs"] += run["pairs"]
         for key in ("inserted", "updated", "reactivated", "deleted", "unchanged"):
             summary[key] += run[key]
-        env.say(f"Company {company.id} ({company.shortname}): {run['pairs']} pairs, inserted {run['inserted']}, "
-                f"updated {run['updated']}, reactivated {run['reactivated']}, deleted {run['deleted']}, "
-                f"unchanged {run['unchanged']} in {run['seconds']} s" +
-                (" (stopped by the time limit)" if run["stopped"] != "complete" else ""))
         if run["stopped"] != "complete":
             summary["stopped"] = "time_limit"
             break
