@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import logging
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,6 +127,10 @@ class Engine:
         row = self.execute(text, params).fetchone()
         return row[0] if row else None
 
+    def byte_length(self, expr: str) -> str:
+        """SQL for the size in bytes of a text expression as stored (UTF-8)."""
+        return f"OCTET_LENGTH({expr})"
+
     def executemany(self, text: str, seq) -> None:
         seq = list(seq)
         if seq:
@@ -149,6 +154,12 @@ class Engine:
             part = rows[start:start + chunk]
             text = f"INSERT INTO {self.table(table)} ({cols}) VALUES " + ", ".join([one] * len(part))
             self.db.execute_sql(text, [v for row in part for v in row])
+
+    insert_returning = False  # INSERT ... RETURNING (PostgreSQL, SQLite 3.35+)
+
+    def int_div(self, dividend: str, divisor: str) -> str:
+        """SQL for the integer quotient of two non-negative integer expressions (truncated)."""
+        return f"({dividend}) / ({divisor})"
 
     def reset_sequence(self, table: str) -> None:
         """After rows were inserted with explicit ids, make the next generated id follow them."""
@@ -317,10 +328,14 @@ class Engine:
 
 class SqliteEngine(Engine):
     kind = "sqlite"
+    insert_returning = sqlite3.sqlite_version_info >= (3, 35)
     for_update = ""  # the write transaction (BEGIN IMMEDIATE) already excludes other writers
 
     def write_transaction(self):
         return self.db.atomic("IMMEDIATE")
+
+    def byte_length(self, expr):
+        return f"LENGTH(CAST({expr} AS BLOB))"  # SQLite before 3.43 has no OCTET_LENGTH
 
     def serial_sql(self, name):
         return f"{self.quote(name)} INTEGER PRIMARY KEY AUTOINCREMENT"
@@ -360,6 +375,7 @@ class SqliteEngine(Engine):
 
 class PostgresEngine(Engine):
     kind = "postgresql"
+    insert_returning = True
 
     int_types = ((10, "BIGINT"), (5, "INTEGER"), (0, "SMALLINT"))
     char_type, number_type = "VARCHAR({n})", "NUMERIC({n},{d})"
@@ -425,6 +441,9 @@ class MariaEngine(Engine):
     def analyze(self, tables):
         for table in tables:
             self.db.execute_sql(f"ANALYZE TABLE {self.table(table)}").fetchall()
+
+    def int_div(self, dividend, divisor):
+        return f"({dividend}) DIV ({divisor})"
 
     def table_options(self):
         return " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"

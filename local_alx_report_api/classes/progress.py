@@ -155,33 +155,74 @@ ORDER BY p.userid, p.courseid
 """.replace("{tracked}", _TRACKED)
 
 
-def live_rows(engine: Engine, scope: Scope, now: int, *, after: Key = (0, 0), upto_user: int | None = None,
-              users: Iterable[int] | None = None, limit: int | None = None, offset: int = 0) -> list[Progress]:
-    """In-scope pairs with their values, in key order.
-
-    Either a window: keys > `after` whose user is ≤ `upto_user` (None: no bound), at most `limit`
-    after skipping `offset`; or the pairs of an explicit set of `users`."""
+def _values_query(scope: Scope, now: int, *, after: Key, upto_user: int | None, users: Iterable[int] | None,
+                  limit: int | None, offset: int) -> tuple[str, list] | None:
+    """The raw facts query of `live_rows` (None: nothing can be in scope)."""
     if scope.empty:
-        return []
+        return None
     params: list = [now, now, scope.companyid]
     if users is not None:
         users = sorted(set(users))
         if not users:
-            return []
+            return None
         where = f"AND cu.userid IN ({_in(users)})"
     else:
-        where = "AND cu.userid >= ?"
-        params.append(after[0])
+        # the bounds are repeated on ue.userid: planners do not carry a range across the join,
+        # and without it a window of users reads every enrolment of the company's courses
+        where = "AND cu.userid >= ? AND ue.userid >= ?"
+        params += [after[0], after[0]]
         if upto_user is not None:
-            where += " AND cu.userid <= ?"
-            params.append(upto_user)
+            where += " AND cu.userid <= ? AND ue.userid <= ?"
+            params += [upto_user, upto_user]
     pairs = _PAIRS.format(courses=_in(scope.courses), roles=_in(scope.roles), where=where)
     if users is None:
         pairs = f"SELECT * FROM ({pairs}) g WHERE g.userid > ? OR (g.userid = ? AND g.courseid > ?)"
         params += [after[0], after[0], after[1]]
         if limit is not None:
             pairs += f" ORDER BY g.userid, g.courseid LIMIT {int(limit)} OFFSET {int(offset)}"
-    return [progress(*row) for row in engine.rows(_VALUES.replace("{pairs}", pairs), params)]
+    return _VALUES.replace("{pairs}", pairs), params
+
+
+def live_rows(engine: Engine, scope: Scope, now: int, *, after: Key = (0, 0), upto_user: int | None = None,
+              users: Iterable[int] | None = None, limit: int | None = None, offset: int = 0) -> list[Progress]:
+    """In-scope pairs with their values, in key order.
+
+    Either a window: keys > `after` whose user is ≤ `upto_user` (None: no bound), at most `limit`
+    after skipping `offset`; or the pairs of an explicit set of `users`."""
+    query = _values_query(scope, now, after=after, upto_user=upto_user, users=users, limit=limit, offset=offset)
+    if query is None:
+        return []
+    return [progress(*row) for row in engine.rows(*query)]
+
+
+# progress() of sections 9.1-9.4 as SQL over the columns of _VALUES, for the bulk path that writes
+# a window of live pairs with INSERT ... SELECT (reporting.py). Same rules, same results: the
+# populate, sync and reference-site tests compare what either path stores with the oracle.
+_REPORTED_SQL = """
+SELECT v.userid, v.courseid, v.firstname, v.lastname, v.email, v.fullname AS coursename,
+       CASE WHEN COALESCE(v.timecompleted, 0) > 0 THEN v.timecompleted ELSE 0 END AS timecompleted,
+       CASE WHEN COALESCE(v.timestarted, 0) > 0 THEN v.timestarted
+            WHEN COALESCE(v.min_timestart, 0) <> 0 THEN v.min_timestart
+            ELSE COALESCE(v.min_timecreated, 0) END AS timestarted,
+       CASE WHEN COALESCE(v.timecompleted, 0) > 0 THEN 10000 WHEN v.tracked = 0 THEN 0
+            ELSE {hundredths} END AS hundredths,
+       CASE WHEN COALESCE(v.timecompleted, 0) > 0 THEN 'completed'
+            WHEN v.touched = 1 OR COALESCE(v.timestarted, 0) > 0 THEN 'in_progress'
+            ELSE 'not_started' END AS status
+FROM ({values}) v
+"""
+
+
+def reported_query(engine: Engine, scope: Scope, now: int, *, after: Key, upto_user: int | None,
+                   limit: int) -> tuple[str, list] | None:
+    """The window of `live_rows` with the reported values computed in SQL: columns userid,
+    courseid, firstname, lastname, email, coursename, timecompleted, timestarted, hundredths
+    (the percentage in hundredths) and status. None when nothing can be in scope."""
+    query = _values_query(scope, now, after=after, upto_user=upto_user, users=None, limit=limit, offset=0)
+    if query is None:
+        return None
+    hundredths = engine.int_div("20000 * v.done + v.tracked", "2 * v.tracked")
+    return _REPORTED_SQL.format(hundredths=hundredths, values=query[0]), query[1]
 
 
 def count_scope_union(engine: Engine, scope: Scope, now: int) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from local_alx_report_api.classes import sequence
-from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows, member_window_end
+from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows, member_window_end, reported_query
 from moodle_core.engines import Engine
 
 INF: Key = (2**62, 2**62)
@@ -160,8 +160,9 @@ def _update(engine: Engine, now: int, rows: list[tuple], seq: int) -> None:
          for i, (rid, values, deleted) in enumerate(rows)])
 
 
-def purge_cache(engine: Engine, companyid: int) -> None:
-    engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE companyid = ?", (companyid,))
+def purge_cache(engine: Engine, companyid: int) -> int:
+    """Delete the company's cache entries; returns how many there were."""
+    return engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE companyid = ?", (companyid,)).rowcount
 
 
 @dataclass
@@ -179,27 +180,89 @@ def full_sync(engine: Engine, scope: Scope, now: int, batch_size: int, *, after:
 
     Two key-ordered streams are merged without loading the company: a window of live pairs and
     the stored rows after `after`; each batch covers keys up to the point where both streams are
-    known, at most `batch_size` keys. Returns the totals and the resume key (INF when done)."""
+    known, at most `batch_size` keys. Once no stored row lies ahead (a company being filled),
+    every live pair is an insert: the batch is written inside the database (`_insert_window`).
+    The window of members adapts to the pairs per member seen, so a batch computes about
+    `batch_size` pairs, not `batch_size` members' worth. Returns the totals and the resume key
+    (INF when done)."""
     total = Counts()
     companyid = scope.companyid
+    window = max(8, batch_size // 4)  # members; adapted after each batch (_next_window)
     while after != INF and not should_stop():
-        upto_user = member_window_end(engine, companyid, after[0], batch_size)
-        live = live_rows(engine, scope, now, after=after, upto_user=upto_user, limit=batch_size)
-        live_bound = live[-1].key if len(live) == batch_size else ((upto_user, INF[1]) if upto_user else INF)
+        upto_user = member_window_end(engine, companyid, after[0], window)
         rep = stored_rows(engine, companyid, after, limit=batch_size)
-        rep_bound = list(rep)[-1] if len(rep) == batch_size else INF
-        bound = min(live_bound, rep_bound)
-        keys = sorted({p.key for p in live if p.key <= bound} | {k for k in rep if k <= bound})
-        if len(keys) > batch_size:
-            keys = keys[:batch_size]
-            bound = keys[-1]
-        wanted = {p.key: p for p in live if p.key <= bound}
-        counts = write_batch(engine, companyid, now, keys, wanted,
-                             lambda start=after, upto=bound: stored_rows(engine, companyid, start, upto))
+        done = _insert_window(engine, scope, now, after, upto_user, batch_size) if not rep else None
+        if done is not None:
+            counts, bound, users = done
+        else:
+            live = live_rows(engine, scope, now, after=after, upto_user=upto_user, limit=batch_size)
+            live_bound = live[-1].key if len(live) == batch_size else ((upto_user, INF[1]) if upto_user else INF)
+            rep_bound = list(rep)[-1] if len(rep) == batch_size else INF
+            bound = min(live_bound, rep_bound)
+            keys = sorted({p.key for p in live if p.key <= bound} | {k for k in rep if k <= bound})
+            if len(keys) > batch_size:
+                keys = keys[:batch_size]
+                bound = keys[-1]
+            wanted = {p.key: p for p in live if p.key <= bound}
+            counts = write_batch(engine, companyid, now, keys, wanted,
+                                 lambda start=after, upto=bound: stored_rows(engine, companyid, start, upto))
+            users = len({p.userid for p in live})
         if counts.changed:
             purge_cache(engine, companyid)
         total.add(counts)
         after = bound
+        window = _next_window(window, batch_size, counts.checked, users)
         if on_batch:
             on_batch(Batch(bound, counts))
     return total, after
+
+
+def _next_window(window: int, batch_size: int, pairs: int, users: int) -> int:
+    """Members for the next window: about batch_size pairs at the density just seen; a batch
+    that did not fill (the window ran out first) doubles it."""
+    if users <= 0 or pairs < batch_size:
+        return min(window * 2, 16 * batch_size)
+    return max(8, min(16 * batch_size, -(-batch_size * 23 * users // (20 * pairs))))
+
+
+_INSERT_COLUMNS = ("userid", "companyid", "courseid", "firstname", "lastname", "email", "coursename",
+                   "timecompleted", "timestarted", "percentage", "status", "last_updated", "is_deleted",
+                   "created_at", "updated_at", "change_seq")
+
+
+def _insert_window(engine: Engine, scope: Scope, now: int, after: Key, upto_user: int | None,
+                   batch_size: int) -> tuple[Counts, Key, int] | None:
+    """One batch when no stored row of the company lies after `after`: the live pairs of the
+    window are inserted with one INSERT ... SELECT (values computed by the database, the formulas
+    of progress.reported_query), each with the next counter value in key order (W1), under the
+    counter's row lock (W3, W4). Returns (counts, bound, users in the batch), or None when a row
+    appeared after `after` meanwhile (the caller merges as usual)."""
+    companyid = scope.companyid
+    query = reported_query(engine, scope, now, after=after, upto_user=upto_user, limit=batch_size)
+    if query is None:  # nothing can be in scope and nothing is stored ahead: the walk is over
+        return Counts(), INF, 0
+    select, params = query
+    with engine.write_transaction():
+        if stored_rows(engine, companyid, after, limit=1):
+            return None
+        first = sequence.reserve(engine, companyid, 0)  # locks the counter row: the first free value
+        order = "ORDER BY r.userid, r.courseid"
+        sql = (f"INSERT INTO {{t:local_alx_api_reporting}} ({', '.join(_INSERT_COLUMNS)}) "
+               f"SELECT r.userid, {int(companyid)}, r.courseid, r.firstname, r.lastname, r.email, r.coursename, "
+               f"r.timecompleted, r.timestarted, r.hundredths / 100.0, r.status, {int(now)}, 0, {int(now)}, "
+               f"{int(now)}, {int(first) - 1} + ROW_NUMBER() OVER ({order}) FROM ({select}) r {order}")
+        if engine.insert_returning:
+            keys = sorted((int(u), int(c)) for u, c in engine.rows(sql + " RETURNING userid, courseid", params))
+        else:
+            inserted = engine.execute(sql, params).rowcount
+            keys = [(int(u), int(c)) for u, c in engine.rows(
+                "SELECT userid, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ? AND change_seq >= ? "
+                "AND change_seq < ? ORDER BY change_seq", (companyid, first, first + inserted))] if inserted else []
+        if keys:
+            sequence.reserve(engine, companyid, len(keys))
+    counts = Counts(checked=len(keys), inserted=len(keys), examples=[list(k) for k in keys[:20]])
+    if len(keys) == batch_size:
+        bound = keys[-1]
+    else:
+        bound = (upto_user, INF[1]) if upto_user else INF
+    return counts, bound, len({u for u, _ in keys})
