@@ -13,6 +13,7 @@ import pytest
 
 from local_alx_report_api.classes import company_state, installer, jobs
 from local_alx_report_api.classes.populate import populate
+from local_alx_report_api.task import cleanup_task
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from moodle_core import engines, generator
 from moodle_core.moodle import Moodle
@@ -330,3 +331,18 @@ def test_a_running_job_of_a_dead_runner_is_reaped_by_the_next_runner(big):
     row = db.execute("SELECT last_sync_status, last_sync_timestamp FROM {t:local_alx_api_sync_status} WHERE id = ?",
                      (jobid,)).fetchone()
     assert tuple(row) == ("failed", NOW + 7)
+
+
+def test_cleanup_deletes_finished_jobs_after_30_days_only(big):
+    db = big
+    day = 86400
+    done = jobs.queue(db, NOW, job_type="sync", companyids=[1], userid=2)
+    assert jobs.run_queued(task_env(db, NOW)) == [(done, "success")]
+    cancelled = jobs.queue(db, NOW, job_type="populate", companyids=[1], userid=2)
+    jobs.cancel(db, cancelled, NOW + day)
+    waiting = jobs.queue(db, NOW, job_type="reconcile", companyids=[1], userid=2)
+    assert cleanup_task.execute(task_env(db, NOW + 30 * day))["jobs"] == 0
+    assert cleanup_task.execute(task_env(db, NOW + 30 * day + 1))["jobs"] == 1
+    assert [j["id"] for j in jobs.recent(db)] == [waiting, cancelled]
+    assert cleanup_task.execute(task_env(db, NOW + 400 * day))["jobs"] == 1
+    assert [j["id"] for j in jobs.recent(db)] == [waiting]  # never a queued or running job
