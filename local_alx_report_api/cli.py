@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
-import socket
 import sys
 import time
 from datetime import datetime
@@ -386,35 +384,14 @@ def cmd_task(args) -> int:
 def cmd_alerts(args) -> int:
     """`alerts test` (monitoring.md 3.9): a stored, already resolved test alert, sent at once."""
     from local_alx_report_api.classes import alerts
-    from local_alx_report_api.task import TaskEnv, send_notifications_task
 
     ctx = Context(args)
     ctx.moodle.require_tables()
     ctx.require_plugin()
-    now = int(time.time())
-    plugin = ctx.settings.local_alx_report_api
-    env = TaskEnv(ctx.engine, ctx.moodle, ctx.settings, lambda: now, print)
-    alert_id = ctx.engine.insert("local_alx_api_alerts", {
-        "alert_type": "test", "severity": plugin.alert_threshold, "subject": f"test:{now}",
-        "message": "This is a TEST alert from ALX Report API. If you receive this email, the alert system is "
-                   "working correctly!", "alert_data": "{}", "hostname": socket.gethostname(),
-        "timecreated": now, "resolved": 1, "timeresolved": now, "resolvedby": 0, "companyid": 0, "occurrences": 1,
-        "lastseen": now, "notified": alerts.PENDING})
-    alert = send_notifications_task.load(ctx.engine, alert_id)
-    wanted = send_notifications_task.channels(env, alert)
-    if not wanted:
-        ctx.engine.execute("UPDATE {t:local_alx_api_alerts} SET notified = ? WHERE id = ?", (alerts.NOT_REQUIRED, alert_id))
-        print("No channel is configured: set [local_alx_report_api] alert_emails or enable [sms].")
-        return 1
-    results = send_notifications_task.deliver(env, alert, wanted)
-    alert["data"]["notifications"] = results
-    ok = all(r["status"] == "sent" for r in results.values())
-    ctx.engine.execute("UPDATE {t:local_alx_api_alerts} SET alert_data = ?, notified = ? WHERE id = ?",
-                       (json.dumps(alert["data"]), alerts.SENT if ok else alerts.FAILED, alert_id))
-    for channel, result in results.items():
-        detail = ", ".join(result["recipients"]) if result["status"] == "sent" else result.get("error", "")
-        print(f"{channel}: {result['status']} after {result['attempts']} attempt(s): {detail}")
-    return 0 if ok else 1
+    outcome = alerts.send_test_alert(ctx.engine, ctx.moodle, ctx.settings, int(time.time()))
+    for line in outcome.lines():
+        print(line)
+    return 0 if outcome.ok else 1
 
 
 def _progress_bar():

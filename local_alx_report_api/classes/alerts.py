@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from dataclasses import dataclass
 
 from moodle_core.engines import Engine
 
@@ -13,6 +14,9 @@ log = logging.getLogger(__name__)
 RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 AUTO_NOTE = "Resolved automatically: condition cleared"
 PENDING, SENT, NOT_REQUIRED, FAILED = 0, 1, 2, 3
+TEST_MESSAGE = ("This is a TEST alert from ALX Report API. If you receive this email, the alert system is working "
+                "correctly!")
+NO_CHANNEL = "No channel is configured: set [local_alx_report_api] alert_emails or enable [sms]."
 
 
 def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity: str, subject: str, message: str,
@@ -54,6 +58,61 @@ def resolve(engine: Engine, now: int, *, alert_type: str, subject: str, by: int 
     return engine.execute("UPDATE {t:local_alx_api_alerts} SET resolved = 1, timeresolved = ?, resolvedby = ?, "
                           "resolution_note = ? WHERE alert_type = ? AND subject = ? AND resolved = 0",
                           (now, by, note, alert_type, subject)).rowcount
+
+
+def resolve_ids(engine: Engine, now: int, ids: list[int], *, by: int, note: str | None) -> int:
+    """An admin resolves these alerts (monitoring.md 3.5); the resolved ones among them are left as
+    they are. Returns how many were open."""
+    if not ids:
+        return 0
+    marks = ", ".join("?" * len(ids))
+    return engine.execute(f"UPDATE {{t:local_alx_api_alerts}} SET resolved = 1, timeresolved = ?, resolvedby = ?, "
+                          f"resolution_note = ? WHERE resolved = 0 AND id IN ({marks})",
+                          (now, by, note, *ids)).rowcount
+
+
+@dataclass
+class AlertTestResult:
+    alert_id: int
+    results: dict  # channel → {"status", "attempts", "recipients", "time", "error"?}; empty: no channel
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.results) and all(r["status"] == "sent" for r in self.results.values())
+
+    def lines(self) -> list[str]:
+        """One line per channel, e.g. `email: sent after 1 attempt(s): ops@example.com`."""
+        if not self.results:
+            return [NO_CHANNEL]
+        return [f"{channel}: {r['status']} after {r['attempts']} attempt(s): "
+                f"{', '.join(r['recipients']) if r['status'] == 'sent' else r.get('error', '')}"
+                for channel, r in self.results.items()]
+
+
+def send_test_alert(engine: Engine, moodle, settings, now: int, *, by: int = 0) -> AlertTestResult:
+    """The test alert (monitoring.md 3.9): stored already resolved (by `by`, 0 from the command line),
+    of type `test` at the `alert_threshold` severity, sent at once through every enabled channel
+    with the formats and retries of send_notifications_task."""
+    from local_alx_report_api.task import TaskEnv, send_notifications_task  # the task imports this module
+
+    env = TaskEnv(engine, moodle, settings, lambda: now, lambda _: None)
+    alert_id = engine.insert("local_alx_api_alerts", {
+        "alert_type": "test", "severity": settings.local_alx_report_api.alert_threshold, "subject": f"test:{now}",
+        "message": TEST_MESSAGE, "alert_data": "{}", "hostname": socket.gethostname(), "timecreated": now,
+        "resolved": 1, "timeresolved": now, "resolvedby": by, "companyid": 0, "occurrences": 1, "lastseen": now,
+        "notified": PENDING})
+    alert = send_notifications_task.load(engine, alert_id)
+    wanted = send_notifications_task.channels(env, alert)
+    if not wanted:
+        engine.execute("UPDATE {t:local_alx_api_alerts} SET notified = ? WHERE id = ?", (NOT_REQUIRED, alert_id))
+        return AlertTestResult(alert_id, {})
+    results = send_notifications_task.deliver(env, alert, wanted)
+    alert["data"]["notifications"] = results
+    outcome = AlertTestResult(alert_id, results)
+    engine.execute("UPDATE {t:local_alx_api_alerts} SET alert_data = ?, notified = ? WHERE id = ?",
+                   (json.dumps(alert["data"], separators=(",", ":"), default=str), SENT if outcome.ok else FAILED,
+                    alert_id))
+    return outcome
 
 
 def open_alerts(engine: Engine, alert_type: str, subject_prefix: str = "") -> list[tuple[int, str]]:
