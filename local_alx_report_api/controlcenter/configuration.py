@@ -1,0 +1,73 @@
+"""Configuration (admin-ui.md 3.10), read only: every setting in effect (as the `settings`
+command prints them) with its default, the site time zone and its source, Moodle's web-service
+switches and our service, the installed schema version and the plugin version."""
+
+from __future__ import annotations
+
+import os
+
+from local_alx_report_api import version
+from local_alx_report_api.classes import installer, webservice_setup
+from local_alx_report_api.controlcenter.web import Ctx, Page
+from local_alx_report_api.db import services
+
+CHANGED_HOW = ("Global settings are changed in settings.ini or by ALX_<SECTION>_<NAME> environment variables, "
+               "and take effect when the service is restarted.")
+
+
+def setting_rows(settings) -> list[dict]:
+    """Every declared setting: the value in effect, its default (both shown as the `settings`
+    command shows them, secrets masked) and where the value came from."""
+    rows = []
+    for section, name, shown, source in settings.describe():
+        declared = settings.declarations[(section, name)]
+        rows.append({"section": section, "name": name, "value": shown, "default": declared.show(declared.default),
+                     "changed": settings.values[(section, name)] != declared.default, "source": source,
+                     "help": declared.help})
+    return rows
+
+
+def timezone(ctx: Ctx) -> dict:
+    """The zone the service uses (read at start) and where it came from (settings.md 1.2)."""
+    override = ctx.settings.site.timezone
+    zone, source = ctx.cc.moodle.site_timezone(override)
+    if override:
+        source = f"settings.ini [site] timezone ({ctx.settings.sources[('site', 'timezone')]})"
+    return {"zone": ctx.cc.site.timezone, "source": source,
+            "pending": zone if zone != ctx.cc.site.timezone else None}  # Moodle's row changed since start
+
+
+def moodle_checks(engine) -> list[dict]:
+    """The Moodle side the endpoint needs (protocol.md 1 and 9), one line each."""
+    enabled, rest = webservice_setup.switches(engine)
+    state = webservice_setup.service_state(engine, services.SERVICE_SHORTNAME)
+    linked = state["functions"] if state else set()
+    fix = "Run alx-report-api install."
+    checks = [("Web services enabled", enabled, webservice_setup.DISABLED),
+              ("REST protocol enabled", rest, webservice_setup.NO_REST),
+              (f"Service {services.SERVICE_SHORTNAME} present", state is not None, f"The service is missing. {fix}"),
+              (f"Service {services.SERVICE_SHORTNAME} enabled", bool(state and state["enabled"]),
+               "The service is disabled in Moodle (Site administration > Server > Web services > External services).")]
+    checks += [(f"{function} linked", function in linked, f"The service does not offer {function}. {fix}")
+               for function in (webservice_setup.FUNCTION, webservice_setup.SITE_INFO)]
+    rows = [{"name": name, "status": "ok" if ok else "error", "detail": "" if ok else problem}
+            for name, ok, problem in checks]
+    if state and state["component"]:
+        rows.append({"name": f"Service {services.SERVICE_SHORTNAME} owned by no component", "status": "warning",
+                     "detail": f"It belongs to component {state['component']}: Moodle deletes it when that component "
+                               "is upgraded or uninstalled."})
+    return rows
+
+
+class Configuration(Page):
+    def get(self, ctx: Ctx) -> None:
+        path = ctx.settings.path
+        installed, expected = installer.installed_version(ctx.engine), installer.schema_version()
+        ctx.render("configuration.html", title="Configuration", settings=setting_rows(ctx.settings),
+                   settings_file=path, settings_file_found=bool(path) and os.path.exists(path),
+                   changed_how=CHANGED_HOW, timezone=timezone(ctx), checks=moodle_checks(ctx.engine),
+                   schema={"installed": installed, "expected": expected}, component=version.COMPONENT,
+                   plugin_version=services.VERSION, release=version.RELEASE)
+
+
+ROUTES = {"/configuration": Configuration}
