@@ -1,0 +1,441 @@
+"""Companies (admin-ui.md 3.2) and one company's page (3.3): its state, the per-company settings
+form of settings.md section 2, and its actions (sync now, rebuild, clear cache, reset client
+states, clear company data)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import peewee
+
+from local_alx_report_api.classes import company_settings, jobs, pulls, ratelimit, sequence
+from local_alx_report_api.classes.company_settings import FIELDS, RANGES, CompanySettings
+from local_alx_report_api.classes.progress import course_scope
+from local_alx_report_api.classes.reporting import Counts, purge_cache, stored_rows_for, write_batch
+from local_alx_report_api.controlcenter.overview import calls_today
+from local_alx_report_api.controlcenter.web import Ctx, Page
+from moodle_core.engines import LockBusy
+from moodle_core.moodle import Company
+
+MODES = {0: "Auto", 1: "Always incremental", 2: "Always full", 3: "Disabled"}
+CHECKBOXES = ("adaptive_sync_window", "incremental_deletions", "enable_cache")
+NUMBERS = ("sync_mode", "sync_window_hours", "cache_ttl_minutes")
+BUSY = "Company is busy; try again later."
+SWITCHED_ON = "Courses switched on will appear when the sync job has finished."
+NO_STATUS = "Clients cannot recognise deleted rows without the status field."
+POWER_BI = "Power BI import refreshes replace their table: use Always full unless the client merges changes."
+ID = "{companyid:int}"
+MAX_ID = 2**63 - 1  # a larger id is unknown (a 404), never a database overflow
+
+
+# -- reading -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Course:
+    id: int
+    name: str
+    visible: int
+    category: int
+
+    @property
+    def reportable(self) -> bool:
+        """Hidden courses and the site course are never in course scope (course-progress.md 7), so
+        their switch is not offered (settings.md 2: their rows are left as they are)."""
+        return self.visible == 1 and self.category != 0
+
+
+def company_courses(engine, companyid: int) -> list[Course]:
+    return [Course(int(i), name, int(v), int(cat)) for i, name, v, cat in engine.rows(
+        "SELECT DISTINCT c.id, c.fullname, c.visible, c.category FROM {t:company_course} cc "
+        "JOIN {t:course} c ON c.id = cc.courseid WHERE cc.companyid = ? ORDER BY c.fullname, c.id", (companyid,))]
+
+
+def effective_limit(ctx: Ctx, company: Company, settings: CompanySettings) -> int:
+    """The rate limit the API applies to this company's token users (0 = unlimited)."""
+    call = SimpleNamespace(company=company, engine=ctx.engine, settings=ctx.settings)
+    return ratelimit.effective_limit(call, settings)
+
+
+def counted_today(ctx: Ctx, userid: int) -> int:
+    """The user's requests admitted by the rate limiter today (what the limit is checked against)."""
+    start, end = ratelimit.day_bounds(ctx.now, ctx.cc.site.timezone)
+    call = SimpleNamespace(engine=ctx.engine, caller=SimpleNamespace(userid=userid))
+    return ratelimit.counted_today(call, start, end)
+
+
+_CRON = ("companyid", "last_sync_timestamp", "last_sync_status", "last_sync_error", "consecutive_failures",
+         "total_syncs", "state_data")
+
+
+def cron_rows(engine, companyid: int | None = None) -> dict[int, dict]:
+    """Each company's `cron` row (sync state, tasks.md 4), state_data decoded."""
+    sql = f"SELECT {', '.join(_CRON)} FROM {{t:local_alx_api_sync_status}} WHERE kind = 'cron'"
+    params = ()
+    if companyid is not None:
+        sql, params = sql + " AND companyid = ?", (companyid,)
+    out = {}
+    for row in engine.rows(sql, params):
+        item = dict(zip(_CRON, row, strict=True))
+        item["state"] = json.loads(item.pop("state_data") or "{}")
+        # the counter row exists before any run; "never" until a run completed or failed
+        item["result"] = ("never" if not int(item["total_syncs"] or 0) and item["last_sync_status"] != "failed"
+                          else item["last_sync_status"])
+        out[int(item["companyid"])] = item
+    return out
+
+
+def row_counts(engine, companyid: int | None = None) -> dict[int, dict]:
+    sql = ("SELECT companyid, SUM(CASE WHEN is_deleted = 0 THEN 1 ELSE 0 END), "
+           "SUM(CASE WHEN is_deleted = 1 THEN 1 ELSE 0 END) FROM {t:local_alx_api_reporting}")
+    params = ()
+    if companyid is not None:
+        sql, params = sql + " WHERE companyid = ?", (companyid,)
+    return {int(c): {"active": int(a or 0), "deleted": int(d or 0)}
+            for c, a, d in engine.rows(sql + " GROUP BY companyid", params)}
+
+
+# -- the list --------------------------------------------------------------------------------------
+COLUMNS = [("id", "Id"), ("name", "Name"), ("shortname", "Shortname"), ("courses", "Courses in scope"),
+           ("active", "Active rows"), ("deleted", "Deleted rows"), ("calls", "API calls today / limit"),
+           ("last_sync", "Last sync"), ("failures", "Sync failures in a row"), ("mode", "Sync mode"),
+           ("cache", "Cache"), ("status", "Data status")]
+SORT_KEYS = {"id": lambda r: r["id"], "name": lambda r: r["name"].lower(),
+             "shortname": lambda r: r["shortname"].lower(), "courses": lambda r: r["courses"],
+             "active": lambda r: r["active"], "deleted": lambda r: r["deleted"], "calls": lambda r: r["calls"],
+             "last_sync": lambda r: r["last_sync"], "failures": lambda r: r["failures"],
+             "mode": lambda r: r["mode"], "cache": lambda r: r["cache"], "status": lambda r: r["status"]}
+
+
+def company_rows(ctx: Ctx) -> list[dict]:
+    crons, counts = cron_rows(ctx.engine), row_counts(ctx.engine)
+    rows = []
+    for company in ctx.cc.moodle.companies():
+        cs = company_settings.load(ctx.engine, company.id)
+        cron = crons.get(company.id, {})
+        n = counts.get(company.id, {"active": 0, "deleted": 0})
+        rows.append({"id": company.id, "name": company.name, "shortname": company.shortname,
+                     "courses": len(course_scope(ctx.engine, company.id)), **n,
+                     "calls": calls_today(ctx.cc, ctx.now, company.id), "limit": effective_limit(ctx, company, cs),
+                     "last_sync": int(cron.get("last_sync_timestamp") or 0), "result": cron.get("result", "never"),
+                     "error": cron.get("last_sync_error"), "failures": int(cron.get("consecutive_failures") or 0),
+                     "mode": MODES[cs.get("sync_mode")], "cache": "on" if cs.get("enable_cache") else "off",
+                     # the API serves from the table once it holds any row of the company (pulls.has_rows)
+                     "status": "Ready" if n["active"] + n["deleted"] else "Not populated"})
+    return rows
+
+
+class CompanyList(Page):
+    def get(self, ctx: Ctx) -> None:
+        sort = ctx.query.get("sort", "id")
+        column = sort.lstrip("-")
+        if column not in SORT_KEYS:
+            sort = column = "id"
+        rows = sorted(company_rows(ctx), key=lambda r: (SORT_KEYS[column](r), r["id"]), reverse=sort.startswith("-"))
+        ctx.render("companies.html", title="Companies", rows=rows, columns=COLUMNS, sort=sort)
+
+
+# -- one company -----------------------------------------------------------------------------------
+def client_states(ctx: Ctx, company: Company, cs: CompanySettings) -> list[dict]:
+    """Every token's pull state for this company (sync-and-cache.md 3 and 5.8)."""
+    engine = ctx.engine
+    states = engine.rows(
+        "SELECT id, token_hash, userid, change_seq, last_sync_timestamp, last_sync_status, last_sync_error, "
+        "last_sync_records, sync_mode, total_syncs, consecutive_failures, state_data FROM "
+        "{t:local_alx_api_sync_status} WHERE companyid = ? AND kind = 'api' ORDER BY id", (company.id,))
+    userids = sorted({int(s[2]) for s in states})
+    users, tokens = _users(engine, userids), {}
+    if userids:
+        for token, name in engine.rows(f"SELECT token, name FROM {{t:external_tokens}} WHERE userid IN "
+                                       f"({', '.join('?' * len(userids))})", userids):
+            tokens[sequence.token_hash(token)] = (name or "", token[:8])
+    out = []
+    for sid, thash, uid, watermark, last, status, error, records, mode, total, failures, raw in states:
+        data = json.loads(raw or "{}")
+        req = pulls.PageRequest(company.id, thash, int(uid), 0, 0, None, cs.get("sync_mode"),
+                                cs.get("sync_window_hours"), cs.get("adaptive_sync_window") == 1,
+                                cs.get("incremental_deletions") == 1, ctx.now, ctx.cc.site.timezone)
+        window, pattern = pulls.effective_window(engine, req, {"data": data})
+        name, prefix = tokens.get(thash, (None, None))
+        out.append({"id": int(sid), "token_name": name, "token_prefix": prefix, "user": users.get(int(uid)),
+                    "userid": int(uid), "watermark": int(watermark or 0), "last_success": int(last or 0),
+                    "status": status, "error": error, "records": int(records or 0), "mode": mode,
+                    "total": int(total or 0), "failures": int(failures or 0), "last_pull": data.get("last_pull"),
+                    "pull": data.get("pull"), "window": window, "pattern": pattern})
+    return out
+
+
+def _users(engine, userids) -> dict[int, dict]:
+    if not userids:
+        return {}
+    return {int(i): {"username": u, "fullname": f"{f} {la}"} for i, u, f, la in engine.rows(
+        f"SELECT id, username, firstname, lastname FROM {{t:user}} WHERE id IN ({', '.join('?' * len(userids))})",
+        list(userids))}
+
+
+def rate_usage(ctx: Ctx, company: Company, states: list[dict]) -> list[dict]:
+    """Today's admitted requests of each token user of the company (its members holding a token,
+    and the users of its client states)."""
+    members = {int(r[0]) for r in ctx.engine.rows(
+        "SELECT DISTINCT t.userid FROM {t:external_tokens} t JOIN {t:company_users} cu ON cu.userid = t.userid "
+        "WHERE cu.companyid = ? AND t.tokentype = 0", (company.id,))}
+    userids = sorted(members | {s["userid"] for s in states})
+    users = _users(ctx.engine, userids)
+    return [{"userid": u, "user": users.get(u), "calls": counted_today(ctx, u)} for u in userids]
+
+
+def form_values(cs: CompanySettings, courses: list[Course]) -> dict:
+    """The settings form as stored (checkboxes as booleans, numbers as text)."""
+    values = {f"field_{f}": cs.get(f"field_{f}") == 1 for f in FIELDS}
+    values.update({name: cs.get(name) == 1 for name in CHECKBOXES})
+    values.update({name: str(cs.get(name)) for name in NUMBERS})
+    rate = cs.values.get("rate_limit")
+    values["rate_limit"] = "" if rate is None else str(rate)
+    values["courses"] = {c.id for c in courses if c.id not in cs.switched_off}
+    return values
+
+
+def whole(text: str) -> int | None:
+    """A non-negative whole number typed in ASCII digits, else None."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def parse_form(form, courses: list[Course], cs: CompanySettings) -> tuple[dict, dict, dict]:
+    """(values as submitted for showing again, settings to store, errors by field name).
+    An absent checkbox is 0; every number is checked against company_settings.RANGES."""
+    shown = {f"field_{f}": f"field_{f}" in form for f in FIELDS}
+    shown.update({name: name in form for name in CHECKBOXES})
+    shown.update({name: form.get(name).strip() for name in (*NUMBERS, "rate_limit")})
+    store = {name: int(on) for name, on in shown.items() if isinstance(on, bool)}
+    errors = {}
+    for name in (*NUMBERS, "rate_limit"):
+        low, high, _ = RANGES[name]
+        text = shown[name]
+        if name == "rate_limit" and text == "":
+            store[name] = None  # the global default
+        elif whole(text) is not None and low <= whole(text) <= high:
+            store[name] = whole(text)
+        else:
+            errors[name] = ("Choose one of the listed modes." if name == "sync_mode"
+                            else f"Enter a whole number from {low} to {high}.")
+    changeable = {c.id for c in courses if c.reportable}
+    picked = set()
+    for value in form.getall("course"):
+        cid = whole(value)
+        if cid not in {c.id for c in courses}:
+            errors["courses"] = f"Course {value} is not a course of this company."
+        elif cid in changeable:  # a hidden course's switch is never changed here (settings.md 2)
+            picked.add(cid)
+    # hidden courses keep their stored switch (the form shows them disabled)
+    shown["courses"] = picked | {c.id for c in courses if not c.reportable and c.id not in cs.switched_off}
+    store["courses"] = {cid: int(cid in picked) for cid in sorted(changeable)}
+    return shown, store, errors
+
+
+def company_view(ctx: Ctx, company: Company, *, values: dict | None = None, errors: dict | None = None,
+                 error: str | None = None) -> None:
+    engine = ctx.engine
+    cs = company_settings.load(engine, company.id)
+    courses = company_courses(engine, company.id)
+    states = client_states(ctx, company, cs)
+    counts = row_counts(engine, company.id).get(company.id, {"active": 0, "deleted": 0})
+    values = values or form_values(cs, courses)
+    cron = cron_rows(engine, company.id).get(company.id)
+    state = cron["state"] if cron else {}
+    ctx.render("company.html", title=f"{company.name} ({company.shortname})", company=company, counts=counts,
+               ready=pulls.has_rows(engine, company.id), cron=cron, last_run=state.get("last_run"),
+               pending=state.get("pending"), reconcile=state.get("last_reconcile"),
+               states=states, usage=rate_usage(ctx, company, states), courses=courses, v=values,
+               errors=errors or {}, error=error, modes=MODES, fields=FIELDS, limit=effective_limit(ctx, company, cs),
+               global_limit=ctx.settings.local_alx_report_api.rate_limit, base_window=cs.get("sync_window_hours"),
+               calls=calls_today(ctx.cc, ctx.now, company.id), jobs=company_jobs(engine, company.id),
+               cache_entries=cache_entries(engine, company.id), no_status=NO_STATUS, power_bi=POWER_BI)
+
+
+def company_jobs(engine, companyid: int) -> list[dict]:
+    """Recent jobs that cover this company (its own and all-company jobs)."""
+    return [j for j in jobs.recent(engine, 50) if j["companyids"] is None or companyid in j["companyids"]][:10]
+
+
+def cache_entries(engine, companyid: int) -> int:
+    return int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_cache} WHERE companyid = ?", (companyid,)))
+
+
+def save_settings(engine, company: Company, store: dict, before: CompanySettings, now: int) -> tuple[Counts, set]:
+    """One transaction (admin-ui.md 3.3): the settings rows, then the rows of courses now switched
+    off soft-deleted with new change_seq values (the sync's own writer, W1), then the cache.
+    Returns the write counts and the courses switched on."""
+    switched_on = {cid for cid, on in store["courses"].items() if on and cid in before.switched_off}
+    off = [cid for cid, on in store["courses"].items() if not on]
+    rows = {name: value for name, value in store.items() if name != "courses"}
+    rows.update({f"course_{cid}": on for cid, on in store["courses"].items()})
+    sequence.ensure_counter(engine, company.id, now)
+    for attempt in (1, 2):  # a concurrent first save may insert the same rows: the second try updates
+        try:
+            with engine.write_transaction():
+                _write_rows(engine, company.id, rows, now)
+                keys = sorted((int(u), int(c)) for u, c in engine.rows(
+                    f"SELECT userid, courseid FROM {{t:local_alx_api_reporting}} WHERE companyid = ? AND "
+                    f"is_deleted = 0 AND courseid IN ({', '.join('?' * len(off)) or 'NULL'})", (company.id, *off)))
+                counts = write_batch(engine, company.id, now, keys, {},
+                                     lambda k=keys: stored_rows_for(engine, company.id, k))
+                purge_cache(engine, company.id)
+            return counts, switched_on
+        except peewee.IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _write_rows(engine, companyid: int, rows: dict, now: int) -> None:
+    existing = {name for (name,) in engine.rows(
+        "SELECT setting_name FROM {t:local_alx_api_settings} WHERE companyid = ?", (companyid,))}
+    for name, value in rows.items():
+        if value is None:  # rate_limit left empty: the global value applies
+            engine.execute("DELETE FROM {t:local_alx_api_settings} WHERE companyid = ? AND setting_name = ?",
+                           (companyid, name))
+        elif name in existing:
+            engine.execute("UPDATE {t:local_alx_api_settings} SET setting_value = ?, timemodified = ? "
+                           "WHERE companyid = ? AND setting_name = ?", (value, now, companyid, name))
+        else:
+            engine.insert("local_alx_api_settings", {"companyid": companyid, "setting_name": name,
+                                                     "setting_value": value, "timecreated": now, "timemodified": now})
+
+
+def find_company(ctx: Ctx, companyid: int) -> Company | None:
+    """The company, or None after answering the 404 page."""
+    company = ctx.cc.moodle.company(companyid) if 0 < companyid <= MAX_ID else None
+    if company is None:
+        ctx.not_found(f"Company {companyid} does not exist.")
+    return company
+
+
+class CompanyPage(Page):
+    def get(self, ctx: Ctx, companyid: int) -> None:
+        company = find_company(ctx, companyid)
+        if company is not None:
+            company_view(ctx, company)
+
+    def post(self, ctx: Ctx, companyid: int) -> None:
+        company = find_company(ctx, companyid)
+        if company is None:
+            return
+        before = company_settings.load(ctx.engine, company.id)
+        shown, store, errors = parse_form(ctx.form, company_courses(ctx.engine, company.id), before)
+        if errors:
+            return company_view(ctx, company, values=shown, errors=errors,
+                                error="The settings were not saved: correct the fields marked below.")
+        counts, switched_on = save_settings(ctx.engine, company, store, before, ctx.now)
+        notice = "Settings saved."
+        if counts.deleted:
+            notice += f" {counts.deleted} rows of switched-off courses were removed from the reports."
+        if switched_on:
+            jobs.queue(ctx.engine, ctx.now, job_type="sync", companyids=[company.id], userid=ctx.admin.id)
+            notice += " " + SWITCHED_ON
+        ctx.redirect(f"/companies/{company.id}", notice=notice)
+
+
+# -- actions ---------------------------------------------------------------------------------------
+class Action(Page):
+    """A POST button of the company page; unknown companies are a 404."""
+
+    def post(self, ctx: Ctx, companyid: int) -> None:
+        company = find_company(ctx, companyid)
+        if company is not None:
+            self.act(ctx, company)
+
+    def act(self, ctx: Ctx, company: Company) -> None:
+        raise NotImplementedError
+
+
+class QueueJob(Action):
+    job_type = ""
+    label = ""
+
+    def act(self, ctx: Ctx, company: Company) -> None:
+        try:
+            jobid = jobs.queue(ctx.engine, ctx.now, job_type=self.job_type, companyids=[company.id],
+                               userid=ctx.admin.id)
+        except jobs.JobConflict as exc:
+            return company_view(ctx, company, error=str(exc))
+        ctx.redirect(f"/companies/{company.id}", notice=f"{self.label} job {jobid} queued.")
+
+
+class SyncNow(QueueJob):
+    job_type, label = "sync", "Sync"
+
+
+class Rebuild(QueueJob):
+    job_type, label = "populate", "Rebuild (populate)"
+
+
+class ClearCache(Action):
+    def act(self, ctx: Ctx, company: Company) -> None:
+        n = cache_entries(ctx.engine, company.id)
+        purge_cache(ctx.engine, company.id)
+        ctx.redirect(f"/companies/{company.id}", notice=f"Cache cleared: {n} entries deleted.")
+
+
+class ResetClients(Action):
+    def act(self, ctx: Ctx, company: Company) -> None:
+        n = ctx.engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND kind = 'api'",
+                               (company.id,)).rowcount
+        ctx.redirect(f"/companies/{company.id}",
+                     notice=f"{n} client states reset: every client's next pull is a first pull.")
+
+
+class ResetClient(Action):
+    def act(self, ctx: Ctx, company: Company) -> None:
+        state = whole(ctx.form.get("state"))
+        n = 0
+        if state is not None and state <= MAX_ID:
+            n = ctx.engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE id = ? AND companyid = ? "
+                                   "AND kind = 'api'", (state, company.id)).rowcount
+        if not n:
+            return ctx.not_found(f"Company {company.id} has no such client state.")
+        ctx.redirect(f"/companies/{company.id}", notice="Client state reset: the token's next pull is a first pull.")
+
+
+class ClearData(Action):
+    """Deletes the company's reporting rows, client and sync state and cache, after the admin
+    types the shortname (admin-ui.md 3.3; sync-and-cache.md 6: the only physical deletion)."""
+
+    def get(self, ctx: Ctx, companyid: int) -> None:
+        company = find_company(ctx, companyid)
+        if company is not None:
+            self.confirm(ctx, company)
+
+    def confirm(self, ctx: Ctx, company: Company, *, typed: str = "", errors: dict | None = None,
+                error: str | None = None) -> None:
+        counts = row_counts(ctx.engine, company.id).get(company.id, {"active": 0, "deleted": 0})
+        clients = int(ctx.engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_sync_status} WHERE companyid = ? "
+                                        "AND kind = 'api'", (company.id,)))
+        ctx.render("company_clear.html", title=f"Clear company data: {company.name}", company=company,
+                   counts=counts, clients=clients, cache_entries=cache_entries(ctx.engine, company.id), typed=typed,
+                   errors=errors or {}, error=error)
+
+    def act(self, ctx: Ctx, company: Company) -> None:
+        typed = ctx.form.get("shortname").strip()
+        if typed != company.shortname:
+            return self.confirm(ctx, company, typed=typed, errors={
+                "shortname": f"Type the company shortname {company.shortname} to confirm."})
+        engine = ctx.engine
+        try:
+            with engine.lock(f"company_{company.id}"), engine.write_transaction():
+                rows = engine.execute("DELETE FROM {t:local_alx_api_reporting} WHERE companyid = ?",
+                                      (company.id,)).rowcount
+                states = engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND "
+                                        "kind IN ('api', 'cron')", (company.id,)).rowcount
+                cached = engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE companyid = ?",
+                                        (company.id,)).rowcount
+        except LockBusy:
+            return self.confirm(ctx, company, typed=typed, error=BUSY)
+        ctx.redirect(f"/companies/{company.id}", notice=f"Company data cleared: {rows} reporting rows, {states} "
+                                                        f"sync states and {cached} cache entries deleted.")
+
+
+ROUTES = {"/companies": CompanyList, f"/companies/{ID}": CompanyPage, f"/companies/{ID}/sync": SyncNow,
+          f"/companies/{ID}/rebuild": Rebuild, f"/companies/{ID}/clear-cache": ClearCache,
+          f"/companies/{ID}/reset-clients": ResetClients, f"/companies/{ID}/reset-client": ResetClient,
+          f"/companies/{ID}/clear-data": ClearData}
