@@ -1,0 +1,65 @@
+"""`python -m bench run [--size small|medium|full] [--db postgresql|sqlite|mariadb] [--repeat N]
+[--soak SECONDS] [--url URL] [--rebuild]`: see BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from bench import fixture, run
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+
+
+def include(md_path: Path, db: str, size: str) -> None:
+    """Put the run's table into BENCHMARKS.md between its markers (added at the end if new)."""
+    begin, end = f"<!-- bench:{db}-{size} begin -->", f"<!-- bench:{db}-{size} end -->"
+    block = f"{begin}\n{md_path.read_text()}\nRaw figures: [bench/results/{md_path.stem}.json](bench/results/{md_path.stem}.json)\n{end}"
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
+    if begin in text and end in text:
+        text = re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        marker = "<!-- bench:results -->"
+        text = text.replace(marker, f"{marker}\n\n{block}") if marker in text else text.rstrip() + f"\n\n{block}\n"
+    BENCHMARKS.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="build or reuse the fixture, run every measurement, write the results")
+    p.add_argument("--size", choices=sorted(fixture.SIZES), default="full")
+    p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
+    p.add_argument("--repeat", type=int, help="repeats of each latency (default per size)")
+    p.add_argument("--soak", type=int, help="seconds of sustained load for RSS (default 600 full, 60 small)")
+    p.add_argument("--url", help="database URL (default: alx_bench_<size> on the local server / bench/work/)")
+    p.add_argument("--rebuild", action="store_true", help="build the fixture again even if it matches")
+    p.add_argument("--no-include", action="store_true", help="do not update BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    size = fixture.SIZES[args.size]
+    url = args.url or fixture.default_url(args.db, size.name)
+    started = time.perf_counter()
+
+    def say(text: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f} s] {text}", flush=True)
+
+    if args.rebuild:
+        fixture.recreate(url)
+    bench = run.Bench(args.db, size, url, args.repeat or size.repeats, args.soak or size.soak_seconds, say)
+    results = bench.run()
+    json_path, md_path = run.write(results)
+    say(f"results: {json_path.relative_to(Path.cwd()) if json_path.is_relative_to(Path.cwd()) else json_path}")
+    if not args.no_include:
+        include(md_path, args.db, size.name)
+        say(f"BENCHMARKS.md updated ({args.db}-{size.name})")
+    print(md_path.read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
