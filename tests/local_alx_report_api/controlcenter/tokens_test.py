@@ -16,6 +16,7 @@ from tests.admin import PREFIX, admin_app, sign_in, submit
 from tests.sites import NOW, api_token, new_site, worked_examples
 from tests.tasks import task_env
 from tests.webapp import progress
+from webservice.auth import invalid_ip_entries
 
 TOKEN = "a" * 32  # the fixture's token of user `api` (company 5, acme)
 FUNCTION = "local_alx_report_api_get_course_progress"
@@ -260,3 +261,14 @@ def test_unknown_tokens_are_404(db, site):
             resp = submit(app, f"/tokens/{tokenid}/{action}")
             assert resp.status_int == 404 and "There is no token" in resp.text
     assert len(token_rows(db)) == 3
+
+
+@pytest.mark.parametrize("entries, bad", [
+    ("192.168.1.10, 192.168.1.0/24, 192.168.1.10-20, 192.168., 192.168, 10", []),
+    ("2001:db8::1, 2001:db8::/32, 2001:db8::1-ff, 2001:db8:, 2001:db8", []),
+    (" , 10.0.0.1 ,, ", []),
+    ("foo, 1.2.3.4.5, 300.1., 10.0.0.0/33, 192.168.1.20-10, 192.168.1.1-300, 192.168.1.1-1.5",
+     ["foo", "1.2.3.4.5", "300.1.", "10.0.0.0/33", "192.168.1.20-10", "192.168.1.1-300", "192.168.1.1-1.5"])])
+def test_ip_restriction_forms(entries, bad):
+    """The forms of protocol.md 4.3, parsed by the same function the endpoint matches with."""
+    assert invalid_ip_entries(entries) == bad
