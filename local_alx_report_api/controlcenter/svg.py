@@ -14,10 +14,10 @@ from markupsafe import Markup, escape
 
 from local_alx_report_api.controlcenter.web import number
 
-WIDTH, HEIGHT = 720, 300
+WIDTH, HEIGHT = 640, 270
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 58, 58  # plot area margins: y tick labels, legend, x labels
 FONT = 'font-family="system-ui, sans-serif"'
-MAX_X_LABELS = 12
+MAX_X_LABELS = 8
 
 
 @dataclass
@@ -80,7 +80,7 @@ def _frame(key: str, title: str, labels: list[str], series: list[Series], x_labe
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     names = ", ".join(s.name for s in series)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-labelledby="{key}-title {key}-desc" aria-label="{escape(title)}" {FONT} font-size="12">',
+             f'aria-labelledby="{key}-title {key}-desc" aria-label="{escape(title)}" {FONT} font-size="13">',
              f'<title id="{key}-title">{escape(title)}</title>',
              f'<desc id="{key}-desc">{escape(f"Series: {names}. The table below gives the numbers.")}</desc>',
              f'<text x="{LEFT}" y="20" font-size="15" font-weight="600" fill="#1d2125">{escape(title)}</text>']
@@ -88,7 +88,7 @@ def _frame(key: str, title: str, labels: list[str], series: list[Series], x_labe
     for s in series:  # legend
         parts.append(f'<rect x="{x}" y="31" width="12" height="12" fill="{escape(s.colour)}"/>'
                      f'<text x="{x + 16}" y="41" fill="#1d2125">{escape(s.name)}</text>')
-        x += 30 + 7 * len(s.name)
+        x += 30 + 8 * len(s.name)
     ticks = int(round(top / step))
     for i in range(ticks + 1):
         value = step * i
