@@ -96,10 +96,14 @@ def row_counts(engine, companyid: int | None = None) -> dict[int, dict]:
 
 
 # -- the list --------------------------------------------------------------------------------------
-COLUMNS = [("id", "Id"), ("name", "Name"), ("shortname", "Shortname"), ("courses", "Courses in scope"),
-           ("active", "Active rows"), ("deleted", "Deleted rows"), ("calls", "API calls today / limit"),
-           ("last_sync", "Last sync"), ("failures", "Sync failures in a row"), ("mode", "Sync mode"),
-           ("cache", "Cache"), ("status", "Data status")]
+# (sort key, heading, what it is): short headings keep the table readable on narrow screens
+COLUMNS = [("id", "Id", "Company id"), ("name", "Name", "Company name"), ("shortname", "Shortname", ""),
+           ("courses", "Courses", "Courses in scope"), ("active", "Active", "Active reporting rows"),
+           ("deleted", "Deleted", "Deleted reporting rows"),
+           ("calls", "Calls today / limit", "API calls today / effective daily limit per user"),
+           ("last_sync", "Last sync", "Last completed sync run and the result of the last run"),
+           ("failures", "Failures", "Consecutive sync failures"), ("mode", "Mode", "Sync mode"),
+           ("cache", "Cache", "Response cache on or off"), ("status", "Data", "Data status")]
 SORT_KEYS = {"id": lambda r: r["id"], "name": lambda r: r["name"].lower(),
              "shortname": lambda r: r["shortname"].lower(), "courses": lambda r: r["courses"],
              "active": lambda r: r["active"], "deleted": lambda r: r["deleted"], "calls": lambda r: r["calls"],
@@ -132,7 +136,8 @@ class CompanyList(Page):
         if column not in SORT_KEYS:
             sort = column = "id"
         rows = sorted(company_rows(ctx), key=lambda r: (SORT_KEYS[column](r), r["id"]), reverse=sort.startswith("-"))
-        ctx.render("companies.html", title="Companies", rows=rows, columns=COLUMNS, sort=sort)
+        ctx.render("companies.html", title="Companies", rows=rows, columns=COLUMNS, sort=sort,
+                   numeric={"id", "courses", "active", "deleted", "calls", "failures"})
 
 
 # -- one company -----------------------------------------------------------------------------------
