@@ -31,13 +31,15 @@ def free_port() -> int:
 
 
 class Demo:
-    def __init__(self, base: str, token: str, password: str, folder: Path):
+    def __init__(self, base: str, token: str, password: str, folder: Path, managers: list[tuple[str, int]]):
         self.base, self.token, self.password, self.folder = base, token, password, folder
+        self.managers = managers  # (username, company id) of the demo's company managers
 
     def url(self, path: str) -> str:
         return self.base + path
 
     def api(self, token: str | None = None, **params) -> bytes:
+        """The request README prints (POST, form-encoded)."""
         data = {"wstoken": token or self.token, "wsfunction": "local_alx_report_api_get_course_progress",
                 "moodlewsrestformat": "json", **params}
         body = "&".join(f"{k}={v}" for k, v in data.items()).encode()
@@ -70,7 +72,8 @@ def demo(tmp_path_factory):
         text = (folder / "run-demo.log").read_text()
         token = re.search(r"-d wstoken=(\w+)", text).group(1)
         password = re.search(r"sign in as admin / (\S+)\)", text).group(1)
-        yield Demo(base, token, password, folder)
+        managers = [(u, int(c)) for u, c in re.findall(r"Token for (\S+) \(company (\d+)\)", text)]
+        yield Demo(base, token, password, folder, managers)
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
