@@ -74,7 +74,7 @@ class Queue(Page):
                 errors[f"{self.job_type}_companyids"] = str(exc)
             else:
                 return ctx.redirect(f"/jobs/{jobid}", f"{self.job_type.capitalize()} job {jobid} queued.")
-        Data(self.cc).show(ctx, errors, "400 Bad Request")
+        Data(self.cc).show(ctx, errors)  # 200 with the messages, like every form (decision 54)
 
 
 def _job(ctx: Ctx, jobid: str) -> dict | None:

@@ -9,7 +9,7 @@ from tests.browser.conftest import shot, sign_in
 
 
 def test_create_a_token_and_call_the_api_with_it(demo, page):
-    username, companyid = demo.managers[-1]
+    username, _, _ = demo.managers[-1]
     sign_in(page, demo)
     page.goto(demo.url("/local/alx_report_api/tokens"))
     assert "Give every client its own token" in page.content()
@@ -50,3 +50,20 @@ def test_a_lockout_alert_is_raised_and_resolved(demo, page, browser):
     assert page.locator("tr", has_text="admin_login:intruder").count() == 0  # open alerts only
     page.goto(demo.url("/local/alx_report_api/alerts?status=resolved"))
     assert "admin_login:intruder" in page.content()
+
+
+def test_switching_a_field_off_changes_the_next_api_response(demo, page):
+    companyid = next(c for _, c, token in demo.managers if token == demo.token)
+    assert "email" in json.loads(demo.api(limit=1))[0]
+    sign_in(page, demo)
+    page.goto(demo.url(f"/local/alx_report_api/companies/{companyid}"))
+    shot(page, "company")
+    page.uncheck("#settings input[name=field_email]")
+    page.click("#settings button.primary")
+    page.wait_for_load_state()
+    assert "Settings saved." in page.content()
+    assert "email" not in json.loads(demo.api(limit=1))[0]
+    page.check("#settings input[name=field_email]")
+    page.click("#settings button.primary")
+    page.wait_for_load_state()
+    assert "email" in json.loads(demo.api(limit=1))[0]

@@ -31,9 +31,9 @@ def free_port() -> int:
 
 
 class Demo:
-    def __init__(self, base: str, token: str, password: str, folder: Path, managers: list[tuple[str, int]]):
+    def __init__(self, base: str, token: str, password: str, folder: Path, managers: list[tuple[str, int, str]]):
         self.base, self.token, self.password, self.folder = base, token, password, folder
-        self.managers = managers  # (username, company id) of the demo's company managers
+        self.managers = managers  # (username, company id, token) of the demo's company managers
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -72,7 +72,7 @@ def demo(tmp_path_factory):
         text = (folder / "run-demo.log").read_text()
         token = re.search(r"-d wstoken=(\w+)", text).group(1)
         password = re.search(r"sign in as admin / (\S+)\)", text).group(1)
-        managers = [(u, int(c)) for u, c in re.findall(r"Token for (\S+) \(company (\d+)\)", text)]
+        managers = [(u, int(c), t) for u, c, t in re.findall(r"Token for (\S+) \(company (\d+)\): (\w+)", text)]
         yield Demo(base, token, password, folder, managers)
     finally:
         os.killpg(proc.pid, 15)
