@@ -235,6 +235,8 @@ def cmd_serve(args) -> int:
             self.cfg.set("bind", [args.bind])
             self.cfg.set("workers", args.workers)
             self.cfg.set("accesslog", None)
+            # the control center's "Send test alert" waits for both channels (3 tries each)
+            self.cfg.set("timeout", max(30, 3 * (settings.mail.timeout_seconds + settings.sms.timeout_seconds) + 10))
             if "control_socket_disable" in self.cfg.settings:  # newer gunicorn: no shared control socket
                 self.cfg.set("control_socket_disable", True)
 
