@@ -165,7 +165,7 @@ def _values_query(scope: Scope, now: int, *, after: Key, upto_user: int | None, 
         users = sorted(set(users))
         if not users:
             return None
-        where = f"AND cu.userid IN ({_in(users)})"
+        where = f"AND cu.userid IN ({_in(users)}) AND ue.userid IN ({_in(users)})"
     else:
         # the bounds are repeated on ue.userid: planners do not carry a range across the join,
         # and without it a window of users reads every enrolment of the company's courses
@@ -254,7 +254,7 @@ def scope_keys(engine: Engine, scope: Scope, now: int, *, users: Iterable[int] |
         users = sorted(set(users))
         if not users:
             return set()
-        where = f"AND cu.userid IN ({_in(users)})"
+        where = f"AND cu.userid IN ({_in(users)}) AND ue.userid IN ({_in(users)})"
     if courses is not None:
         wanted = tuple(sorted(set(courses) & set(scope.courses)))
         if not wanted:
