@@ -28,14 +28,16 @@ class Detector:
     def __init__(self, engine: Engine, scope: Scope, now: int):
         self.engine, self.scope, self.now = engine, scope, now
         c = scope.companyid
-        self.courses = sorted({r[0] for r in engine.rows(
-            "SELECT courseid FROM {t:company_course} WHERE companyid = ? UNION "
-            "SELECT DISTINCT courseid FROM {t:local_alx_api_reporting} WHERE companyid = ?", (c, c))})
         # Only members and users with rows can have pairs that matter; driving every source from
         # them (user indexes) keeps detection proportional to the company, not to shared courses.
-        self.users = sorted({r[0] for r in engine.rows(
-            "SELECT userid FROM {t:company_users} WHERE companyid = ? UNION "
-            "SELECT DISTINCT userid FROM {t:local_alx_api_reporting} WHERE companyid = ?", (c, c))})
+        # One round trip: watched courses (tag 0) and users (tag 1).
+        rows = engine.rows(
+            "SELECT 0, courseid FROM {t:company_course} WHERE companyid = ? UNION "
+            "SELECT 0, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ? UNION "
+            "SELECT 1, userid FROM {t:company_users} WHERE companyid = ? UNION "
+            "SELECT 1, userid FROM {t:local_alx_api_reporting} WHERE companyid = ?", (c, c, c, c))
+        self.courses = sorted({int(r[1]) for r in rows if int(r[0]) == 0})
+        self.users = sorted({int(r[1]) for r in rows if int(r[0]) == 1})
         self.seen: dict[str, int] = {}
 
     def _note(self, source: str, stamps) -> None:
@@ -43,40 +45,39 @@ class Detector:
         if stamps:
             self.seen[source] = max(self.seen.get(source, 0), max(stamps))
 
-    def _pairs(self, source: str, sql: str, params) -> set[Key]:
-        rows = self.engine.rows(sql, params)
-        self._note(source, (r[2] for r in rows))
-        return {(int(r[0]), int(r[1])) for r in rows}
-
     def timestamped(self, bounds: dict[str, int]) -> tuple[set[Key], set[int], set[int]]:
-        """(pairs, whole users, whole courses) changed since the bounds, per source."""
+        """(pairs, whole users, whole courses) changed since the bounds, per source: every source
+        in one statement (one round trip per company), each row tagged with its source."""
         courses, users, b = _ints(self.courses), _ints(self.users), bounds
-        pairs = self._pairs("cmc", f"SELECT cmc.userid, cm.course, cmc.timemodified FROM {{t:course_modules_completion}} "
-                            f"cmc JOIN {{t:course_modules}} cm ON cm.id = cmc.coursemoduleid WHERE cmc.userid IN "
-                            f"({users}) AND cm.course IN ({courses}) AND cmc.timemodified >= ?", (b["cmc"],))
+        parts = [("cmc", f"SELECT cmc.userid, cm.course, cmc.timemodified FROM {{t:course_modules_completion}} cmc "
+                         f"JOIN {{t:course_modules}} cm ON cm.id = cmc.coursemoduleid WHERE cmc.userid IN ({users}) "
+                         f"AND cm.course IN ({courses}) AND cmc.timemodified >= ?")]
         for source, column in (("cc_completed", "timecompleted"), ("cc_started", "timestarted"),
                                ("cc_reaggregate", "reaggregate")):
-            pairs |= self._pairs(source, f"SELECT userid, course, {column} FROM {{t:course_completions}} WHERE userid "
-                                 f"IN ({users}) AND course IN ({courses}) AND {column} >= ? AND {column} > 0",
-                                 (b[source],))
+            parts.append((source, f"SELECT userid, course, {column} FROM {{t:course_completions}} WHERE userid "
+                                  f"IN ({users}) AND course IN ({courses}) AND {column} >= ? AND {column} > 0"))
         for source, column in (("ue_created", "timecreated"), ("ue_modified", "timemodified")):
-            pairs |= self._pairs(source, f"SELECT ue.userid, e.courseid, ue.{column} FROM {{t:user_enrolments}} ue "
-                                 f"JOIN {{t:enrol}} e ON e.id = ue.enrolid WHERE ue.userid IN ({users}) "
-                                 f"AND e.courseid IN ({courses}) AND ue.{column} >= ?", (b[source],))
-        pairs |= self._pairs("ra", f"SELECT ra.userid, ctx.instanceid, ra.timemodified FROM {{t:role_assignments}} ra "
-                             f"JOIN {{t:context}} ctx ON ctx.id = ra.contextid WHERE ra.userid IN ({users}) "
-                             f"AND ctx.contextlevel = 50 AND ctx.instanceid IN ({courses}) AND ra.timemodified >= ?",
-                             (b["ra"],))
-        changed = self.engine.rows(f"SELECT id, timemodified FROM {{t:user}} WHERE id IN ({users}) "
-                                   f"AND timemodified >= ?", (b["user"],))
-        self._note("user", (r[1] for r in changed))
-        renamed = self.engine.rows(f"SELECT id, timemodified FROM {{t:course}} WHERE id IN ({courses}) "
-                                   f"AND timemodified >= ?", (b["course"],))
-        self._note("course", (r[1] for r in renamed))
-        added = self.engine.rows(f"SELECT DISTINCT course, added FROM {{t:course_modules}} WHERE course IN ({courses}) "
-                                 f"AND added >= ?", (b["cm_added"],))
-        self._note("cm_added", (r[1] for r in added))
-        return pairs, {int(r[0]) for r in changed}, {int(r[0]) for r in renamed} | {int(r[0]) for r in added}
+            parts.append((source, f"SELECT ue.userid, e.courseid, ue.{column} FROM {{t:user_enrolments}} ue "
+                                  f"JOIN {{t:enrol}} e ON e.id = ue.enrolid WHERE ue.userid IN ({users}) "
+                                  f"AND e.courseid IN ({courses}) AND ue.{column} >= ?"))
+        parts.append(("ra", f"SELECT ra.userid, ctx.instanceid, ra.timemodified FROM {{t:role_assignments}} ra "
+                            f"JOIN {{t:context}} ctx ON ctx.id = ra.contextid WHERE ra.userid IN ({users}) "
+                            f"AND ctx.contextlevel = 50 AND ctx.instanceid IN ({courses}) AND ra.timemodified >= ?"))
+        parts.append(("user", f"SELECT id, 0, timemodified FROM {{t:user}} WHERE id IN ({users}) AND timemodified >= ?"))
+        parts.append(("course", f"SELECT id, 0, timemodified FROM {{t:course}} WHERE id IN ({courses}) "
+                                f"AND timemodified >= ?"))
+        parts.append(("cm_added", f"SELECT course, 0, added FROM {{t:course_modules}} WHERE course IN ({courses}) "
+                                  f"AND added >= ?"))
+        sql = " UNION ALL ".join(f"SELECT {n} AS source, q.* FROM ({text}) q" for n, (_, text) in enumerate(parts))
+        names = [name for name, _ in parts]
+        found: dict[str, list[tuple[int, int, int]]] = {name: [] for name in names}
+        for n, first, second, stamp in self.engine.rows(sql, [b[name] for name in names]):
+            found[names[int(n)]].append((int(first), int(second), stamp))
+        for name, rows in found.items():
+            self._note(name, (r[2] for r in rows))
+        pairs = {(u, c) for name in names[:7] for u, c, _ in found[name]}
+        courses_changed = {r[0] for r in found["course"]} | {r[0] for r in found["cm_added"]}
+        return pairs, {r[0] for r in found["user"]}, courses_changed
 
     def cacherevs(self) -> dict[str, int]:
         return {str(r[0]): int(r[1]) for r in self.engine.rows(
