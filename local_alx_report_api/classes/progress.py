@@ -262,3 +262,16 @@ def scope_keys(engine: Engine, scope: Scope, now: int, *, users: Iterable[int] |
     pairs = _PAIRS.format(courses=_in(wanted), roles=_in(scope.roles), where=where)
     return {(int(r[0]), int(r[1])) for r in engine.rows(f"SELECT g.userid, g.courseid FROM ({pairs}) g",
                                                          (now, now, scope.companyid))}
+
+
+def scope_difference(engine: Engine, scope: Scope, now: int) -> set[Key]:
+    """Keys in exactly one of (the live row scope, the company's active reporting rows): the set
+    difference of tasks.md 5.4 computed by the database, so only the differences travel."""
+    active = ("SELECT r.userid, r.courseid, 2 AS side FROM {t:local_alx_api_reporting} r "
+              "WHERE r.companyid = ? AND r.is_deleted = 0")
+    if scope.empty:
+        return {(int(u), int(c)) for u, c, _ in engine.rows(active, (scope.companyid,))}
+    pairs = _PAIRS.format(courses=_in(scope.courses), roles=_in(scope.roles), where="")
+    sql = (f"SELECT k.userid, k.courseid FROM (SELECT g.userid, g.courseid, 1 AS side FROM ({pairs}) g "
+           f"UNION ALL {active}) k GROUP BY k.userid, k.courseid HAVING SUM(k.side) <> 3")
+    return {(int(u), int(c)) for u, c in engine.rows(sql, (now, now, scope.companyid, scope.companyid))}

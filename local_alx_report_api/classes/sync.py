@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from local_alx_report_api.classes import company_state, inline_alerts, sequence
-from local_alx_report_api.classes.progress import Key, Scope, count_scope_union, live_rows, scope_keys
+from local_alx_report_api.classes.progress import Key, Scope, count_scope_union, live_rows, scope_difference, scope_keys
 from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
 from moodle_core.engines import QUERY_COMPANY, Engine, LockBusy
 
@@ -105,10 +105,8 @@ class Detector:
         return keys
 
     def set_difference(self) -> set[Key]:
-        """Scope changes that leave no timestamp (tasks.md 5.4)."""
-        live = scope_keys(self.engine, self.scope, self.now)
-        active = self.stored_keys(active_only=True)
-        return (live - active) | (active - live)
+        """Scope changes that leave no timestamp (tasks.md 5.4), differences only."""
+        return scope_difference(self.engine, self.scope, self.now)
 
 
 def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback: int, report_roles: list[str],
