@@ -156,6 +156,7 @@ class Engine:
             self.db.execute_sql(text, [v for row in part for v in row])
 
     insert_returning = False  # INSERT ... RETURNING (PostgreSQL, SQLite 3.35+)
+    insert_select_fill = True  # populate fills an empty company with INSERT ... SELECT batches
 
     def int_div(self, dividend: str, divisor: str) -> str:
         """SQL for the integer quotient of two non-negative integer expressions (truncated)."""
@@ -425,6 +426,7 @@ class PostgresEngine(Engine):
 
 class MariaEngine(Engine):
     kind = "mariadb"
+    insert_select_fill = False  # populate's INSERT ... SELECT batches are slower here than the merge (bench)
     max_identifier = 64
 
     def quote(self, name):

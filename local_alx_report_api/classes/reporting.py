@@ -191,7 +191,8 @@ def full_sync(engine: Engine, scope: Scope, now: int, batch_size: int, *, after:
     while after != INF and not should_stop():
         upto_user = member_window_end(engine, companyid, after[0], window)
         rep = stored_rows(engine, companyid, after, limit=batch_size)
-        done = _insert_window(engine, scope, now, after, upto_user, batch_size) if not rep else None
+        bulk = not rep and engine.insert_select_fill
+        done = _insert_window(engine, scope, now, after, upto_user, batch_size) if bulk else None
         if done is not None:
             counts, bound, users = done
         else:
