@@ -80,6 +80,25 @@ def worked_examples(b: SiteBuilder) -> dict:
     return ids
 
 
+def acme_and_globex(engine, *, shared: bool = True) -> SiteBuilder:
+    """A new site with the worked examples (acme, company 5) and globex (company 6); `shared` also
+    gives globex course 12 and makes user 101 a member of both companies."""
+    b = new_site(engine)
+    worked_examples(b)
+    b.company("Globex", "globex", companyid=6)
+    if shared:
+        b.company_course(6, 12)
+        b.member(6, 101)
+    b.flush()
+    return b
+
+
+def company_setting(engine, companyid: int, name: str, value: int) -> None:
+    """A per-company setting row (settings.md 2), as the control center writes it."""
+    engine.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
+                   "timemodified) VALUES (?, ?, ?, ?, ?)", (companyid, name, value, NOW, NOW))
+
+
 def api_token(b: SiteBuilder, companyid: int, token: str = "a" * 32, username: str = "api") -> str:
     """A company manager with a web-service token of `alx_report_api_custom` (created once)."""
     if "serviceid" not in b.next_ids:

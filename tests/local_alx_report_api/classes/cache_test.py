@@ -5,18 +5,14 @@ import json
 import pytest
 
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
-from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex, api_token
 from tests.tasks import task_env
 from tests.webapp import make_app, progress
 
 
 @pytest.fixture
 def site(db):
-    b = new_site(db)
-    worked_examples(b)
-    b.company("Globex", "globex", companyid=6)
-    b.company_course(6, 12)
-    b.member(6, 101)
+    b = acme_and_globex(db)
     tokens = {"acme1": api_token(b, 5, "1" * 32, "api1"), "acme2": api_token(b, 5, "2" * 32, "api2"),
               "globex": api_token(b, 6, "3" * 32, "api3")}
     db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "

@@ -4,7 +4,7 @@ import pytest
 
 from local_alx_report_api.classes.progress import Scope, live_rows, percentage_hundredths
 from tests.oracle import expected_rows
-from tests.sites import NOW, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex, new_site, worked_examples
 
 
 @pytest.mark.parametrize("done, tracked, expected", [
@@ -124,11 +124,7 @@ def test_completed_fail_only_makes_the_course_in_progress(db):
 
 
 def test_user_in_two_companies_is_reported_in_both(db):
-    b = new_site(db)
-    worked_examples(b)
-    b.company("Globex", "globex", companyid=6)
-    b.company_course(6, 12)
-    b.member(6, 101)
+    b = acme_and_globex(db)
     b.flush()
     assert set(rows_of(db, companyid=6)) == {(101, 12)}
     assert (101, 12) in rows_of(db, companyid=5)

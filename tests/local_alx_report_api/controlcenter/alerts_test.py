@@ -15,16 +15,13 @@ from local_alx_report_api.classes import alerts, notify
 from local_alx_report_api.task import send_notifications_task
 from tests.admin import PREFIX, admin_app, sign_in, submit
 from tests.local_alx_report_api.monitoring.alerts_test import Inbox, free_port
-from tests.sites import NOW, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex
 from tests.tasks import task_env
 
 
 @pytest.fixture
 def site(db):
-    b = new_site(db)
-    worked_examples(b)
-    b.company("Globex", "globex", companyid=6)
-    b.flush()
+    b = acme_and_globex(db, shared=False)
     return b
 
 

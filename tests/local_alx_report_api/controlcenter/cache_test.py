@@ -9,27 +9,18 @@ import pytest
 
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.admin import PREFIX, admin_app, sign_in, submit
-from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex, api_token, company_setting, new_site
 from tests.tasks import task_env
 from tests.webapp import progress
-
-
-def setting(db, companyid: int, name: str, value: int) -> None:
-    db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
-               "timemodified) VALUES (?, ?, ?, 0, 0)", (companyid, name, value))
 
 
 @pytest.fixture
 def site(db):
     """acme (5) and globex (6), Always full; acme's first page asked twice (miss, hit), globex's once."""
-    b = new_site(db)
-    worked_examples(b)
-    b.company("Globex", "globex", companyid=6)
-    b.company_course(6, 12)
-    b.member(6, 101)
+    b = acme_and_globex(db)
     tokens = {5: api_token(b, 5, "1" * 32, "api1"), 6: api_token(b, 6, "3" * 32, "api3")}
     for cid in (5, 6):
-        setting(db, cid, "sync_mode", 2)
+        company_setting(db, cid, "sync_mode", 2)
     sync_task.execute(task_env(db, NOW - 60))
     app = admin_app(db, NOW)
     progress(app, tokens[5], limit=3)
@@ -66,8 +57,8 @@ def company_row(page, shortname: str) -> list[str]:
 def test_totals_and_companies(site):
     db, app, _ = site
     expired_entry(db)
-    setting(db, 6, "enable_cache", 0)
-    setting(db, 6, "cache_ttl_minutes", 5)
+    company_setting(db, 6, "enable_cache", 0)
+    company_setting(db, 6, "cache_ttl_minutes", 5)
     # older lookups: inside 24 h but outside the 60-minute metrics window
     db.insert_rows("local_alx_api_logs", ["userid", "endpoint", "timeaccessed", "companyid", "cache_status"],
                    [(0, "local_alx_report_api_get_course_progress", NOW - 7200, 6, "hit")] * 3

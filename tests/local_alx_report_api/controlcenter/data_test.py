@@ -7,17 +7,14 @@ import pytest
 
 from local_alx_report_api.classes import jobs
 from tests.admin import PREFIX, admin_app, sign_in, submit
-from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex, api_token
 from tests.tasks import task_env
 from tests.webapp import progress
 
 
 @pytest.fixture
 def site(db):
-    b = new_site(db)
-    worked_examples(b)
-    b.company("Globex", "globex", companyid=6)
-    b.flush()
+    b = acme_and_globex(db, shared=False)
     api_token(b, 5)
     return b
 

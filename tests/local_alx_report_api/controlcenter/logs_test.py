@@ -14,7 +14,7 @@ import pytest
 from local_alx_report_api.controlcenter import logs
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.admin import PREFIX, admin_app, sign_in
-from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex, api_token
 from tests.tasks import task_env
 from tests.webapp import FUNCTION, post, progress
 
@@ -27,9 +27,7 @@ COLUMNS = ["id", "userid", "company_shortname", "endpoint", "record_count", "err
 @pytest.fixture
 def site(db):
     """Company 5 acme with a token; four REST calls an hour apart and one sign-in."""
-    b = new_site(db)
-    worked_examples(b)
-    b.company("Globex", "globex", companyid=6)
+    b = acme_and_globex(db, shared=False)
     token = api_token(b, 5, "1" * 32, "api1")
     clock = [NOW - 3 * 3600]
     sync_task.execute(task_env(db, clock[0]))

@@ -15,7 +15,7 @@ from local_alx_report_api.controlcenter.svg import Series, line_chart, nice_scal
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from moodle_core.moodle import Moodle
 from tests.admin import PREFIX, admin_app, sign_in
-from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex, api_token, company_setting, new_site
 from tests.tasks import task_env
 from tests.webapp import progress
 
@@ -24,23 +24,14 @@ SYNCED = NOW - 6 * HOUR  # 09:00 UTC: the reporting rows are written then
 ACME1, ACME2, GLOBEX = "1" * 32, "2" * 32, "3" * 32
 
 
-def setting(db, companyid, name, value):
-    db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
-               "timemodified) VALUES (?, ?, ?, 0, 0)", (companyid, name, value))
-
-
 @pytest.fixture
 def site(db):
-    b = new_site(db)
-    worked_examples(b)
-    b.company("Globex", "globex", companyid=6)
-    b.company_course(6, 12)
-    b.member(6, 101)
+    b = acme_and_globex(db)
     api_token(b, 5, ACME1, "api1")
     api_token(b, 5, ACME2, "api2")
     api_token(b, 6, GLOBEX, "api3")
-    setting(db, 5, "sync_mode", 2)  # Always full: identical pages come from the cache
-    setting(db, 6, "rate_limit", 1)
+    company_setting(db, 5, "sync_mode", 2)  # Always full: identical pages come from the cache
+    company_setting(db, 6, "rate_limit", 1)
     sync_task.execute(task_env(db, SYNCED))
     return b
 

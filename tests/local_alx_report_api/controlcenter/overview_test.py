@@ -5,16 +5,13 @@ from __future__ import annotations
 
 from local_alx_report_api.task import sync_reporting_data_task
 from tests.admin import PREFIX, admin_app, sign_in
-from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex, api_token
 from tests.tasks import task_env
 from tests.webapp import progress
 
 
 def test_cards_lag_and_tasks_after_requests_and_a_sync(db):
-    b = new_site(db)
-    worked_examples(b)
-    b.company("Globex", "globex", companyid=6)
-    b.flush()
+    b = acme_and_globex(db, shared=False)
     token = api_token(b, 5)
     sync_reporting_data_task.execute(task_env(db, NOW - 600))
     api = admin_app(db, NOW)

@@ -7,7 +7,7 @@ import pytest
 
 from local_alx_report_api.classes.populate import populate
 from moodle_core.moodle import Moodle
-from tests.sites import NOW, api_token, new_site, worked_examples
+from tests.sites import NOW, api_token, company_setting, new_site, worked_examples
 from tests.webapp import make_app, post, progress
 
 EXAMPLE_A = (b'{"userid":101,"firstname":"Sarah","lastname":"Connor","email":"sarah@example.com","courseid":12,'
@@ -23,11 +23,6 @@ def acme(db):
     token = api_token(b, 5)
     populate(db, Moodle(db).companies(), batch_size=100, report_roles=["student"], now=lambda: NOW, lock_wait=5)
     return db, b, token
-
-
-def setting(db, companyid, name, value):
-    db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
-               "timemodified) VALUES (?, ?, ?, ?, ?)", (companyid, name, value, NOW, NOW))
 
 
 def last_log(db):
@@ -58,7 +53,7 @@ def test_worked_example_a_bytes_and_key_order(acme):
 
 def test_dates_follow_the_site_time_zone(acme):
     db, _, token = acme
-    setting(db, 5, "sync_mode", 2)  # every pull full: each call shows every row
+    company_setting(db, 5, "sync_mode", 2)  # every pull full: each call shows every row
     oslo = {e["userid"]: e for e in json.loads(progress(make_app(db, NOW, site__timezone="Europe/Oslo"), token).body)}
     assert (oslo[102]["timecompleted"], oslo[102]["timestarted"]) == ("2024-01-15 15:30:00", "2024-01-15 10:00:00")
     assert oslo[102]["timecompleted_unix"] == 1705329000
@@ -119,8 +114,8 @@ def test_user_without_company(acme):
 
 def test_field_switches_shape_json_and_xml(acme):
     db, _, token = acme
-    setting(db, 5, "field_email", 0)
-    setting(db, 5, "field_timecompleted_unix", 0)
+    company_setting(db, 5, "field_email", 0)
+    company_setting(db, 5, "field_timecompleted_unix", 0)
     app = make_app(db, NOW)
     first = json.loads(progress(app, token, limit=1).body)[0]
     assert list(first) == ["userid", "firstname", "lastname", "courseid", "coursename", "timecompleted",
@@ -131,7 +126,7 @@ def test_field_switches_shape_json_and_xml(acme):
     ET.fromstring(xml.split("\n", 1)[1])
     for field in ("userid", "firstname", "lastname", "courseid", "coursename", "timecompleted", "timestarted",
                   "timestarted_unix", "percentage", "status"):
-        setting(db, 5, f"field_{field}", 0)
+        company_setting(db, 5, f"field_{field}", 0)
     assert progress(app, token, limit=3).body == b"[[],[],[]]"
     assert progress(app, token, fmt=None, limit=1).body.decode().count('<VALUE null="null"/>') == 12
 
@@ -139,7 +134,7 @@ def test_field_switches_shape_json_and_xml(acme):
 def test_course_switch_and_hidden_course_apply_on_the_next_request(acme):
     db, _, token = acme
     app = make_app(db, NOW)
-    setting(db, 5, "course_12", 0)
+    company_setting(db, 5, "course_12", 0)
     assert [e["courseid"] for e in json.loads(progress(app, token).body)] == [13]
     db.execute("UPDATE {t:course} SET visible = 0 WHERE id = 13")
     assert progress(app, token).body == b"[]"
@@ -199,8 +194,8 @@ def test_rate_limit_example_h(acme):
 
 def test_company_rate_limit_overrides_and_zero_is_unlimited(acme):
     db, _, token = acme
-    setting(db, 5, "sync_mode", 2)
-    setting(db, 5, "rate_limit", 1)
+    company_setting(db, 5, "sync_mode", 2)
+    company_setting(db, 5, "rate_limit", 1)
     app = make_app(db, NOW, local_alx_report_api__rate_limit="100")
     assert progress(app, token).headers["X-RateLimit-Limit"] == "1"
     assert json.loads(progress(app, token).body)["errorcode"] == "ratelimitexceeded"
