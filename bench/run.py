@@ -26,6 +26,19 @@ LIMIT = 1000
 SYNC_CHANGES = {"small": 2_000, "medium": 5_000, "full": 10_000}
 
 
+def _commit() -> str:
+    """The code measured: HEAD, marked dirty when bench-relevant files differ from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "local_alx_report_api", "moodle_core",
+                                "webservice", "bench"], cwd=root, capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" (modified)" if dirty.strip() else "")
+
+
 def stats(samples: list[float]) -> dict:
     """min / median / p95 / max of seconds, reported in milliseconds."""
     ms = sorted(s * 1000 for s in samples)
@@ -74,6 +87,7 @@ class Bench:
         self.results: dict = {"db": db, "size": size.name, "url": engines.connect(url, check=False).describe(),
                               "started": datetime.now(UTC).isoformat(timespec="seconds"),
                               "repeat": repeat, "soak_seconds": soak, "measurements": {}, "notes": []}
+        self.results["commit"] = _commit()
         self.ini = site.settings_file(url, db, size.name)
         self.env = site.env_for(self.ini)
 
@@ -455,7 +469,7 @@ def _ms(d: dict | None) -> str:
 
 def markdown(r: dict) -> str:
     m = r["measurements"]
-    lines = [f"### {r['db']}, {r['size']} ({r['started']})", "",
+    lines = [f"### {r['db']}, {r['size']} ({r['started']}, code {r.get('commit', 'unknown')})", "",
              f"Fixture: {r['fixture']['companies']} companies + bigco ({r['fixture']['big_share']} % of the learners), "
              f"{r['fixture']['users']:,} users, {r['fixture']['courses']} courses, "
              f"{r['fixture']['enrolments_per_user']} enrolments per user; repeats {r['repeat']}, "
