@@ -1,11 +1,17 @@
-"""Per-company settings (settings.md section 2): rows of local_alx_api_settings over defaults."""
+"""Per-company settings (settings.md section 2): rows of local_alx_api_settings over defaults;
+saving them as the control center does, and clearing a company's data (admin-ui.md 3.3)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 
+import peewee
+
+from local_alx_report_api.classes import sequence
+from local_alx_report_api.classes.reporting import Counts, purge_cache, stored_rows_for, write_batch
 from moodle_core.engines import Engine
+from moodle_core.moodle import Company
 
 log = logging.getLogger(__name__)
 
@@ -49,3 +55,56 @@ def load(engine: Engine, companyid: int) -> CompanySettings:
                 log.warning("company %s setting %s = %s is out of range %s-%s; using the default",
                             companyid, name, value, low, high)
     return CompanySettings(companyid, values, frozenset(off))
+
+
+def save(engine, company: Company, store: dict, before: CompanySettings, now: int) -> tuple[Counts, set]:
+    """One transaction (admin-ui.md 3.3): the settings rows, then the rows of courses now switched
+    off soft-deleted with new change_seq values (the sync's own writer, W1), then the cache.
+    Returns the write counts and the courses switched on."""
+    switched_on = {cid for cid, on in store["courses"].items() if on and cid in before.switched_off}
+    off = [cid for cid, on in store["courses"].items() if not on]
+    rows = {name: value for name, value in store.items() if name != "courses"}
+    rows.update({f"course_{cid}": on for cid, on in store["courses"].items()})
+    sequence.ensure_counter(engine, company.id, now)
+    for attempt in (1, 2):  # a concurrent first save may insert the same rows: the second try updates
+        try:
+            with engine.write_transaction():
+                _write_rows(engine, company.id, rows, now)
+                keys = sorted((int(u), int(c)) for u, c in engine.rows(
+                    f"SELECT userid, courseid FROM {{t:local_alx_api_reporting}} WHERE companyid = ? AND "
+                    f"is_deleted = 0 AND courseid IN ({', '.join('?' * len(off)) or 'NULL'})", (company.id, *off)))
+                counts = write_batch(engine, company.id, now, keys, {},
+                                     lambda k=keys: stored_rows_for(engine, company.id, k))
+                purge_cache(engine, company.id)
+            return counts, switched_on
+        except peewee.IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _write_rows(engine, companyid: int, rows: dict, now: int) -> None:
+    existing = {name for (name,) in engine.rows(
+        "SELECT setting_name FROM {t:local_alx_api_settings} WHERE companyid = ?", (companyid,))}
+    for name, value in rows.items():
+        if value is None:  # rate_limit left empty: the global value applies
+            engine.execute("DELETE FROM {t:local_alx_api_settings} WHERE companyid = ? AND setting_name = ?",
+                           (companyid, name))
+        elif name in existing:
+            engine.execute("UPDATE {t:local_alx_api_settings} SET setting_value = ?, timemodified = ? "
+                           "WHERE companyid = ? AND setting_name = ?", (value, now, companyid, name))
+        else:
+            engine.insert("local_alx_api_settings", {"companyid": companyid, "setting_name": name,
+                                                     "setting_value": value, "timecreated": now, "timemodified": now})
+
+
+def clear_company_data(engine, companyid: int) -> tuple[int, int, int]:
+    """Delete the company's reporting rows, client and sync state and cache in one transaction
+    under its lock, without waiting (admin-ui.md 3.3; the only physical deletion of rows).
+    Returns (reporting rows, sync states, cache entries) deleted; raises LockBusy."""
+    with engine.lock(f"company_{companyid}"), engine.write_transaction():
+        rows = engine.execute("DELETE FROM {t:local_alx_api_reporting} WHERE companyid = ?", (companyid,)).rowcount
+        states = engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND "
+                                "kind IN ('api', 'cron')", (companyid,)).rowcount
+        cached = engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE companyid = ?", (companyid,)).rowcount
+    return rows, states, cached

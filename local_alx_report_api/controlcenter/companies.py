@@ -8,12 +8,10 @@ import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-import peewee
-
 from local_alx_report_api.classes import company_settings, jobs, pulls, ratelimit, sequence
 from local_alx_report_api.classes.company_settings import FIELDS, RANGES, CompanySettings
 from local_alx_report_api.classes.progress import course_scope
-from local_alx_report_api.classes.reporting import Counts, purge_cache, stored_rows_for, write_batch
+from local_alx_report_api.classes.reporting import purge_cache
 from local_alx_report_api.controlcenter.overview import calls_today
 from local_alx_report_api.controlcenter.web import Ctx, Page
 from moodle_core.engines import LockBusy
@@ -267,47 +265,6 @@ def cache_entries(engine, companyid: int) -> int:
     return int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_cache} WHERE companyid = ?", (companyid,)))
 
 
-def save_settings(engine, company: Company, store: dict, before: CompanySettings, now: int) -> tuple[Counts, set]:
-    """One transaction (admin-ui.md 3.3): the settings rows, then the rows of courses now switched
-    off soft-deleted with new change_seq values (the sync's own writer, W1), then the cache.
-    Returns the write counts and the courses switched on."""
-    switched_on = {cid for cid, on in store["courses"].items() if on and cid in before.switched_off}
-    off = [cid for cid, on in store["courses"].items() if not on]
-    rows = {name: value for name, value in store.items() if name != "courses"}
-    rows.update({f"course_{cid}": on for cid, on in store["courses"].items()})
-    sequence.ensure_counter(engine, company.id, now)
-    for attempt in (1, 2):  # a concurrent first save may insert the same rows: the second try updates
-        try:
-            with engine.write_transaction():
-                _write_rows(engine, company.id, rows, now)
-                keys = sorted((int(u), int(c)) for u, c in engine.rows(
-                    f"SELECT userid, courseid FROM {{t:local_alx_api_reporting}} WHERE companyid = ? AND "
-                    f"is_deleted = 0 AND courseid IN ({', '.join('?' * len(off)) or 'NULL'})", (company.id, *off)))
-                counts = write_batch(engine, company.id, now, keys, {},
-                                     lambda k=keys: stored_rows_for(engine, company.id, k))
-                purge_cache(engine, company.id)
-            return counts, switched_on
-        except peewee.IntegrityError:
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _write_rows(engine, companyid: int, rows: dict, now: int) -> None:
-    existing = {name for (name,) in engine.rows(
-        "SELECT setting_name FROM {t:local_alx_api_settings} WHERE companyid = ?", (companyid,))}
-    for name, value in rows.items():
-        if value is None:  # rate_limit left empty: the global value applies
-            engine.execute("DELETE FROM {t:local_alx_api_settings} WHERE companyid = ? AND setting_name = ?",
-                           (companyid, name))
-        elif name in existing:
-            engine.execute("UPDATE {t:local_alx_api_settings} SET setting_value = ?, timemodified = ? "
-                           "WHERE companyid = ? AND setting_name = ?", (value, now, companyid, name))
-        else:
-            engine.insert("local_alx_api_settings", {"companyid": companyid, "setting_name": name,
-                                                     "setting_value": value, "timecreated": now, "timemodified": now})
-
-
 def find_company(ctx: Ctx, companyid: int) -> Company | None:
     """The company, or None after answering the 404 page."""
     company = ctx.cc.moodle.company(companyid) if 0 < companyid <= MAX_ID else None
@@ -331,7 +288,7 @@ class CompanyPage(Page):
         if errors:
             return company_view(ctx, company, values=shown, errors=errors,
                                 error="The settings were not saved: correct the fields marked below.")
-        counts, switched_on = save_settings(ctx.engine, company, store, before, ctx.now)
+        counts, switched_on = company_settings.save(ctx.engine, company, store, before, ctx.now)
         notice = "Settings saved."
         if counts.deleted:
             notice += f" {counts.deleted} rows of switched-off courses were removed from the reports."
@@ -425,15 +382,8 @@ class ClearData(Action):
         if typed != company.shortname:
             return self.confirm(ctx, company, typed=typed, errors={
                 "shortname": f"Type the company shortname {company.shortname} to confirm."})
-        engine = ctx.engine
         try:
-            with engine.lock(f"company_{company.id}"), engine.write_transaction():
-                rows = engine.execute("DELETE FROM {t:local_alx_api_reporting} WHERE companyid = ?",
-                                      (company.id,)).rowcount
-                states = engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND "
-                                        "kind IN ('api', 'cron')", (company.id,)).rowcount
-                cached = engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE companyid = ?",
-                                        (company.id,)).rowcount
+            rows, states, cached = company_settings.clear_company_data(ctx.engine, company.id)
         except LockBusy:
             return self.confirm(ctx, company, typed=typed, error=BUSY)
         ctx.redirect(f"/companies/{company.id}", notice=f"Company data cleared: {rows} reporting rows, {states} "
