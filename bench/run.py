@@ -33,7 +33,7 @@ def _commit() -> str:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
                               timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "local_alx_report_api", "moodle_core",
-                                "webservice", "bench"], cwd=root, capture_output=True, text=True, timeout=10).stdout
+                                "webservice", "bench/*.py"], cwd=root, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head + (" (modified)" if dirty.strip() else "")
