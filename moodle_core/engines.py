@@ -182,6 +182,14 @@ class Engine:
         with self.write_transaction():
             yield
 
+    def alive(self) -> bool:
+        """Whether the open connection still answers (one cheap round trip)."""
+        try:
+            self.db.execute_sql("SELECT 1").fetchall()
+            return True
+        except Exception:  # noqa: BLE001 - any failure means: replace it
+            return False
+
     def reconnect(self) -> None:
         """Drop a connection that failed and open a new one (before retrying a unit of work)."""
         try:

@@ -22,10 +22,14 @@ def to_json(value) -> bytes:
 
 
 def _php_shape(value):
-    if isinstance(value, dict):
-        return {k: _php_shape(v) for k, v in value.items()} if value else []
+    """Empty structures become `[]`; a structure without nested ones is used as it is (no copy)."""
     if isinstance(value, list):
-        return [_php_shape(v) for v in value]
+        return [_php_shape(v) if isinstance(v, dict | list) else v for v in value]
+    if isinstance(value, dict):
+        if not value:
+            return []
+        if any(isinstance(v, dict | list) for v in value.values()):
+            return {k: _php_shape(v) for k, v in value.items()}
     return value
 
 

@@ -104,8 +104,10 @@ def table_rows(engine: Engine, req: PageRequest, definition: Definition, *, afte
 
 
 def has_rows(engine: Engine, companyid: int) -> bool:
-    return engine.scalar("SELECT 1 FROM {t:local_alx_api_reporting} WHERE companyid = ? LIMIT 1",
-                         (companyid,)) is not None
+    # ordered by the (companyid, change_seq) index: a bare LIMIT 1 can be planned as a sequential
+    # scan that passes every row of the companies stored before this one
+    return engine.scalar("SELECT 1 FROM {t:local_alx_api_reporting} WHERE companyid = ? "
+                         "ORDER BY companyid, change_seq LIMIT 1", (companyid,)) is not None
 
 
 def live_page(engine: Engine, req: PageRequest, *, after: Key | None, offset: int) -> list[Row]:
