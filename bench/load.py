@@ -88,8 +88,10 @@ class Client:
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
 
     def page(self, token: str, limit: int, offset: int) -> tuple[float, bytes]:
-        body = urlencode({"wstoken": token, "wsfunction": FUNCTION, "moodlewsrestformat": "json",
-                          "limit": limit, "offset": offset})
+        return self.call(token, FUNCTION, limit=limit, offset=offset)
+
+    def call(self, token: str, function: str, **params) -> tuple[float, bytes]:
+        body = urlencode({"wstoken": token, "wsfunction": function, "moodlewsrestformat": "json", **params})
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         started = time.perf_counter()
         self.conn.request("POST", PATH, body, headers)

@@ -232,6 +232,10 @@ class Bench:
         def purge():
             engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE companyid = ?", (big.id,))
 
+        # 0. the fixed cost of a request: core_webservice_get_site_info (token, auth, log row; no page)
+        info = [client.call(token, "core_webservice_get_site_info")[0] for _ in range(warm + n)][warm:]
+        self.record("site_info", unit="ms", **stats(info), note="no page: the fixed cost of an authenticated call")
+
         # 1. cache hit: the offset-0 page of a pull, asked again (a new pull each time)
         mark = self._last_log(engine)
         self._series(client, token, [0] * warm)
@@ -485,6 +489,9 @@ def markdown(r: dict) -> str:
             ratio = f"{x['ratio']}×" + (f" (vs offset 0: {x['vs_offset_0']}×)" if "vs_offset_0" in x else "")
             lines.append(f"| {label.format(**x)} | {x.get('rows')} | {_ms(x)} | {_ms(x['floor'])} | {ratio} | "
                          f"{x['target']} |")
+    if "site_info" in m:
+        lines.append(f"| core_webservice_get_site_info (no page: a call's fixed cost) | | {_ms(m['site_info'])} | | | "
+                     "reference |")
     lines += ["", "| measurement | figure | floor | ratio | target |", "|---|---|---|---|---|"]
     if "populate" in m:
         p = m["populate"]
