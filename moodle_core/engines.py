@@ -434,7 +434,6 @@ class PostgresEngine(Engine):
 
 class MariaEngine(Engine):
     kind = "mariadb"
-    insert_select_fill = False  # populate's INSERT ... SELECT batches are slower here than the merge (bench)
     max_identifier = 64
 
     def quote(self, name):
