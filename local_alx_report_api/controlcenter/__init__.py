@@ -10,7 +10,7 @@ from pathlib import Path
 
 import falcon
 
-from local_alx_report_api.controlcenter.web import PREFIX, ControlCenter
+from local_alx_report_api.controlcenter.web import PREFIX, ControlCenter, gate
 
 PAGES = ["login", "overview", "companies", "tokens", "data", "cache", "monitoring", "alerts", "logs",
          "configuration"]
@@ -25,22 +25,28 @@ class Static:
         self.cc = cc
 
     def on_get(self, req, resp, name: str):
+        if not gate(self.cc, resp):
+            return
         path = STATIC / name
-        if not self.cc.settings.admin.enabled or path.suffix not in TYPES or path.parent != STATIC or not path.is_file():
+        if path.suffix not in TYPES or path.parent != STATIC or not path.is_file():
             raise falcon.HTTPNotFound()
         resp.content_type, resp.data = TYPES[path.suffix], path.read_bytes()
         resp.set_header("Cache-Control", "public, max-age=3600")
 
 
 class Slash:
+    def __init__(self, cc: ControlCenter):
+        self.cc = cc
+
     def on_get(self, req, resp):
-        raise falcon.HTTPMovedPermanently(PREFIX + "/")
+        if gate(self.cc, resp):
+            raise falcon.HTTPFound(PREFIX + "/")
 
 
 def mount(app: falcon.App, site) -> None:
     cc = ControlCenter(site)
     app.add_route(PREFIX + "/static/{name}", Static(cc))
-    app.add_route(PREFIX, Slash())
+    app.add_route(PREFIX, Slash(cc))
     for name in PAGES:
         try:
             module = importlib.import_module(f"local_alx_report_api.controlcenter.{name}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from local_alx_report_api.controlcenter import session, signin
-from local_alx_report_api.controlcenter.web import PREFIX, Ctx, Page, secure, set_signin_cookie, url
+from local_alx_report_api.controlcenter.web import PREFIX, Ctx, Page, secure, url
 from webservice.auth import client_ip
 
 
@@ -30,7 +30,7 @@ class Login(Page):
     def sesskey_ok(self, ctx: Ctx) -> bool:
         payload = session.unsign(ctx.settings.admin.secret_key, ctx.req.cookies.get(session.PRELOGIN))
         return bool(payload) and ctx.now - int(payload.get("t", 0)) < session.PRELOGIN_SECONDS \
-            and ctx.form.get("sesskey") == payload.get("v")
+            and session.same(ctx.form.get("sesskey"), str(payload.get("v", "")))
 
     def get(self, ctx: Ctx) -> None:
         target = safe_next(ctx.query.get("next"))
@@ -50,8 +50,7 @@ class Login(Page):
         if admin is None:
             return ctx.render("login.html", title="Sign in", next=target, username=ctx.form.get("username").strip(),
                               error=error, login_sesskey=self._prelogin(ctx))
-        ctx.admin, ctx.payload = admin, session.signed_in(admin.id, ctx.now)
-        set_signin_cookie(ctx.cc, ctx.resp, ctx.payload)
+        ctx.admin, ctx.payload = admin, session.signed_in(admin.id, ctx.now)  # the cookie is set by Page
         ctx.resp.unset_cookie(session.PRELOGIN, path=PREFIX + "/")
         ctx.redirect(target)
 

@@ -26,13 +26,18 @@ def unsign(secret: str, value: str | None) -> dict | None:
     if not value or "." not in value:
         return None
     body, mac = value.rsplit(".", 1)
-    if not hmac.compare_digest(mac, _mac(secret, body)):
+    if not same(mac, _mac(secret, body)):
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     except ValueError:
         return None
     return payload if isinstance(payload, dict) else None
+
+
+def same(given: str | None, expected: str | None) -> bool:
+    """Constant-time comparison of two secrets (any text: a cookie may hold anything)."""
+    return bool(given) and bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def _mac(secret: str, body: str) -> str:

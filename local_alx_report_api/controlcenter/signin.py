@@ -86,18 +86,18 @@ def attempt(engine: Engine, moodle: Moodle, settings, *, username: str, password
             now: int) -> tuple[Admin | None, str | None]:
     """(admin, None) on success, else (None, the message to show). Every attempt is logged."""
     admin_cfg = settings.admin
-    typed = username.strip()
+    typed = username.strip()[:100]  # Moodle's username length; what is logged stays small
     window, limit = admin_cfg.login_lockout_minutes, admin_cfg.login_max_failures
+    row = engine.rows("SELECT id, password, suspended, auth FROM {t:user} WHERE username = ? AND mnethostid = ? "
+                      "AND deleted = 0", (typed.lower(), int(moodle.config("mnet_localhost_id") or 1)))
+    userid = int(row[0][0]) if row else 0
     past = failures(engine, typed, ip, now, window)
     if len(past) >= limit:
         minutes = max(1, math.ceil((past[-limit] + window * 60 - now) / 60))
         message = LOCKED.format(n=minutes)
-        _log(engine, now, 0, ip, user_agent, typed, "loginlocked", message)
+        _log(engine, now, userid, ip, user_agent, typed, "loginlocked", message)
         _lockout_alert(engine, settings, now, typed, len(past), ip)
         return None, message
-    row = engine.rows("SELECT id, password, suspended, auth FROM {t:user} WHERE username = ? AND mnethostid = ? "
-                      "AND deleted = 0", (typed.lower(), int(moodle.config("mnet_localhost_id") or 1)))
-    userid = int(row[0][0]) if row else 0
     ok = (bool(row) and _usable(row[0][2], row[0][3], 0) and userid in _siteadmins(moodle)
           and password_matches(row[0][1], password, admin_cfg.password_peppers))
     _log(engine, now, userid, ip, user_agent, typed, *((None, None) if ok else ("invalidlogin", INVALID)))

@@ -147,7 +147,7 @@ def validate(ctx: Ctx) -> tuple[dict, dict]:
 
 def create(engine, now: int, creatorid: int, values: dict) -> int:
     """The external_tokens row as Moodle writes it (moodle-schema.md 2.14); returns its id."""
-    with engine.db.atomic():
+    with engine.write_transaction():
         while True:  # 32 random hex characters, drawn again in the unlikely case they exist
             token = secrets.token_hex(16)
             if engine.scalar("SELECT id FROM {t:external_tokens} WHERE token = ?", (token,)) is None:
@@ -196,7 +196,7 @@ class Tokens(Page):
     def post(self, ctx: Ctx) -> None:
         values, errors = validate(ctx)
         if errors:
-            return self.show(ctx, errors, "400 Bad Request")
+            return self.show(ctx, errors)  # 200 with the messages (decision 54)
         tokenid = create(ctx.engine, ctx.now, ctx.admin.id, values)
         ctx.redirect("/tokens", "Token created.", flash={"created": tokenid})
 
@@ -212,7 +212,7 @@ class Revoke(Page):
         token = find(ctx, tokenid)
         if token is None:
             return ctx.not_found(f"There is no token {tokenid} of a service with {FUNCTION}.")
-        with ctx.engine.db.atomic():  # the row and its client states go together
+        with ctx.engine.write_transaction():  # the row and its client states go together
             ctx.engine.execute("DELETE FROM {t:external_tokens} WHERE id = ?", (token["id"],))
             reset_state(ctx.engine, token["token"])
         ctx.redirect("/tokens", f"Token {token['token'][:8]}… revoked.")
@@ -223,7 +223,7 @@ class Reset(Page):
         token = find(ctx, tokenid)
         if token is None:
             return ctx.not_found(f"There is no token {tokenid} of a service with {FUNCTION}.")
-        with ctx.engine.db.atomic():
+        with ctx.engine.write_transaction():
             removed = reset_state(ctx.engine, token["token"])
         ctx.redirect("/tokens", f"Sync state of token {token['token'][:8]}… reset ({removed} "
                                 f"row{'' if removed == 1 else 's'} deleted): its next pull is a first pull.")

@@ -23,6 +23,7 @@ NAV = [("Overview", "/"), ("Companies", "/companies"), ("Tokens", "/tokens"), ("
 NOT_CONFIGURED = "The control center is not configured: set [admin] secret_key."
 EXPIRED_FORM = "This form has expired. Please reload the page and try again."
 NOTICE = "alx_notice"
+MAX_FORM_BYTES = 256 * 1024  # the largest form (a company's course switches) is a few KiB
 
 
 class Form:
@@ -185,25 +186,33 @@ class Page:
 
     def _handle(self, req, resp, method: str, kw: dict) -> None:
         cc, admin_cfg = self.cc, self.cc.settings.admin
-        if not admin_cfg.enabled:
-            raise falcon.HTTPNotFound()
-        if not admin_cfg.secret_key:
-            resp.status, resp.content_type, resp.text = falcon.HTTP_503, falcon.MEDIA_TEXT, NOT_CONFIGURED
+        if not gate(cc, resp):
             return
+        resp.set_header("Cache-Control", "no-store")
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("X-Frame-Options", "DENY")
         started = time.monotonic()
         payload = session.unsign(admin_cfg.secret_key, req.cookies.get(session.COOKIE))
         admin = None
         if session.active(payload, cc.now(), admin_cfg.login_minutes):
             admin = signin.site_admin(cc.engine, cc.moodle, int(payload["uid"]))
-        if admin is None:
-            if payload is not None or session.COOKIE in req.cookies:
+        ctx = Ctx(cc, req, resp, admin, payload if admin else None)
+        try:
+            self._answer(ctx, method, kw)
+        finally:  # the sign-in cookie is decided once: renewed, set by the sign-in, or cleared
+            if ctx.admin is not None and ctx.payload is not None:
+                ctx.payload["last"] = ctx.now
+                set_signin_cookie(cc, resp, ctx.payload)
+            elif session.COOKIE in req.cookies:
                 resp.unset_cookie(session.COOKIE, path=PREFIX + "/")
-            payload = None
-        ctx = Ctx(cc, req, resp, admin, payload)
+            resp.set_header("Server-Timing", f"app;dur={(time.monotonic() - started) * 1000:.1f}")
+
+    def _answer(self, ctx: Ctx, method: str, kw: dict) -> None:
+        req, resp = ctx.req, ctx.resp
         handler = getattr(self, method, None)
         if handler is None:
             raise falcon.HTTPMethodNotAllowed([m.upper() for m in ("get", "post") if hasattr(self, m)])
-        if admin is None and not self.public:
+        if ctx.admin is None and not self.public:
             if self.is_json:
                 return ctx.json({"error": "login required"}, falcon.HTTP_401)
             if method == "post":
@@ -212,11 +221,16 @@ class Page:
             resp.status, resp.location = falcon.HTTP_303, url("/login", next=target)
             return
         if method == "post":
-            ctx.form = Form.parse(req.bounded_stream.read().decode("utf-8", "replace"))
+            if (req.content_length or 0) > MAX_FORM_BYTES:
+                return ctx.fail(falcon.HTTP_413, "The form is too large.")
+            body = req.bounded_stream.read(MAX_FORM_BYTES + 1)
+            if len(body) > MAX_FORM_BYTES:
+                return ctx.fail(falcon.HTTP_413, "The form is too large.")
+            ctx.form = Form.parse(body.decode("utf-8", "replace"))
             if not self.sesskey_ok(ctx):
                 return ctx.fail(falcon.HTTP_403, EXPIRED_FORM)
-        notice = session.unsign(admin_cfg.secret_key, req.cookies.get(NOTICE))
-        if notice and method == "get":
+        notice = session.unsign(self.cc.settings.admin.secret_key, req.cookies.get(NOTICE))
+        if notice and method == "get" and not self.is_json:  # a poll never takes a page's notice
             ctx.notice = str(notice.get("text", ""))
             ctx.flash = notice.get("data") if isinstance(notice.get("data"), dict) else None
             resp.unset_cookie(NOTICE, path=PREFIX + "/")
@@ -227,16 +241,19 @@ class Page:
         except Exception:  # a page error is logged with its cause; the admin sees a plain page
             log.exception("control center %s %s failed", req.method, req.path)
             ctx.fail(falcon.HTTP_500, "Something went wrong on this page; the process log has the details.")
-        if ctx.admin is not None and ctx.payload is not None:  # renew the last-activity time
-            ctx.payload["last"] = ctx.now
-            set_signin_cookie(cc, resp, ctx.payload)
-        resp.set_header("Cache-Control", "no-store")
-        resp.set_header("X-Content-Type-Options", "nosniff")
-        resp.set_header("X-Frame-Options", "DENY")
-        resp.set_header("Server-Timing", f"app;dur={(time.monotonic() - started) * 1000:.1f}")
 
     def sesskey_ok(self, ctx: Ctx) -> bool:
-        return bool(ctx.sesskey) and ctx.form.get("sesskey") == ctx.sesskey
+        return session.same(ctx.sesskey, ctx.form.get("sesskey"))
+
+
+def gate(cc: ControlCenter, resp) -> bool:
+    """admin-ui.md 1: 404 everywhere when disabled, 503 everywhere while unconfigured; True = open."""
+    if not cc.settings.admin.enabled:
+        raise falcon.HTTPNotFound()
+    if not cc.settings.admin.secret_key:
+        resp.status, resp.content_type, resp.text = falcon.HTTP_503, falcon.MEDIA_TEXT, NOT_CONFIGURED
+        return False
+    return True
 
 
 def set_signin_cookie(cc: ControlCenter, resp, payload: dict) -> None:

@@ -105,7 +105,7 @@ def test_lockout_after_five_failures_raises_alert_7c_and_ends(db, site):
     resp = sign_in(app, "admin", "Admin#12345")  # the right password is not even checked
     assert "Too many failed sign-in attempts. Try again in 10 minutes." in resp.text
     assert session.COOKIE not in app.cookies
-    assert logs(db)[-1][:2] == (0, "loginlocked")
+    assert logs(db)[-1][:2] == (2, "loginlocked")
     # another address is not locked out
     other = admin_app(db, lambda: clock[0])
     other.extra_environ["REMOTE_ADDR"] = "10.0.0.9"
@@ -207,3 +207,37 @@ def test_overview_stats_and_health_json(db, site):
     assert set(health) == {"overall", "score", "checks", "checked"} and health["checked"] == NOW
     assert {c["name"] for c in health["checks"]} >= {"database", "tables", "cron", "data"}
     json.dumps(health)
+
+
+def test_a_stale_cookie_does_not_undo_a_new_sign_in(db, site):
+    app = admin_app(db, NOW)
+    app.set_cookie(session.COOKIE, "garbage.\u00e9")  # not even ASCII: ignored, never a 500
+    assert app.get(PREFIX + "/login").status_int == 200
+    assert sign_in(app).status_int == 303
+    assert session.unsign(SECRET, app.cookies[session.COOKIE])["uid"] == 2
+    assert app.get(PREFIX + "/").status_int == 200
+
+
+def test_oversized_forms_and_headers_on_every_answer(db, site):
+    app = admin_app(db, NOW)
+    resp = app.get(PREFIX + "/", expect_errors=True)
+    assert resp.status_int == 303 and resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    sign_in(app)
+    resp = submit(app, "/logout", padding="x" * (300 * 1024))
+    assert resp.status_int == 413 and session.COOKIE in app.cookies
+
+
+def test_a_poll_does_not_take_the_next_pages_notice(db, site):
+    app = admin_app(db, NOW)
+    sign_in(app)
+    submit(app, "/cache/purge-expired")
+    app.get(PREFIX + "/stats.json")
+    assert "Deleted 0" in app.get(PREFIX + "/cache").text
+
+
+def test_prefix_without_slash(db, site):
+    assert admin_app(db, NOW).get(PREFIX, expect_errors=True).location.endswith(PREFIX + "/")
+    assert admin_app(db, NOW, admin__enabled="false").get(PREFIX, expect_errors=True).status_int == 404
+    assert admin_app(db, NOW, admin__secret_key="").get(PREFIX + "/static/controlcenter.css",
+                                                        expect_errors=True).status_int == 503
