@@ -2,6 +2,8 @@
 (function () {
   "use strict";
 
+  var ICONS = { ok: "✅", healthy: "✅", warning: "⚠️", error: "❌", unhealthy: "❌" };
+
   function pick(obj, path) {
     return path.split(".").reduce(function (o, k) { return o == null ? undefined : o[k]; }, obj);
   }
@@ -21,6 +23,13 @@
         .then(function (r) { if (!r.ok) throw new Error(r.status); return r.json(); })
         .then(function (data) {
           box.querySelectorAll("[data-key]").forEach(function (el) { el.textContent = show(pick(data, el.getAttribute("data-key"))); });
+          box.querySelectorAll("[data-badge-key]").forEach(function (el) {
+            var value = String(pick(data, el.getAttribute("data-badge-key")));
+            var badge = document.createElement("span");
+            badge.className = "badge status-" + value;
+            badge.textContent = (ICONS[value] ? ICONS[value] + " " : "") + value;
+            el.replaceChildren(badge);
+          });
           box.querySelectorAll("[data-width-key]").forEach(function (el) { el.style.width = (pick(data, el.getAttribute("data-width-key")) || 0) + "%"; });
           box.querySelectorAll("[data-list-key]").forEach(function (el) {
             var items = pick(data, el.getAttribute("data-list-key")) || [];

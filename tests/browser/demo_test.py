@@ -55,3 +55,18 @@ def test_populate_job_runs_and_the_page_follows_it_live(demo, page):
     assert page.locator("#job [data-key=status]").inner_text() == "success"
     assert page.locator("[data-key=percent]").inner_text() == "100"
     shot(page, "job-finished")
+
+
+def test_overview_cards_refresh_from_stats_json(demo, page):
+    """admin-ui.md 3.1: the cards refresh every 30 s from stats.json (badge included)."""
+    sign_in(page, demo)
+    page.wait_for_url("**/local/alx_report_api/")
+    page.evaluate("""() => {
+        document.querySelector('[data-key=total_records]').textContent = 'stale';
+        document.querySelector('[data-badge-key]').textContent = 'stale';
+    }""")
+    page.wait_for_function("document.querySelector('[data-key=total_records]').textContent !== 'stale'",
+                           timeout=45_000)
+    badge = page.locator("[data-badge-key] .badge")
+    assert badge.inner_text() in ("✅ healthy", "⚠️ warning", "❌ unhealthy")
+    assert page.locator("[data-key=total_records]").inner_text().replace(",", "").isdigit()
