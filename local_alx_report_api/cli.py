@@ -251,21 +251,12 @@ def cmd_serve(args) -> int:
 
 def task_manager(ctx: Context, output=print, should_stop=lambda: False):
     """The scheduled tasks of tasks.md 1 (with settings.ini overrides) and their runner."""
-    import importlib.util
+    from local_alx_report_api.task import definitions
+    from moodle_core.taskmanager import TaskManager
 
-    from local_alx_report_api.db.tasks import TASKS, short_name
-    from moodle_core.taskmanager import TaskDef, TaskManager
-
-    defs = []
-    for task in TASKS:
-        module = f"local_alx_report_api.task.{short_name(task['classname'])}"
-        if importlib.util.find_spec(module) is None:
-            continue  # declared, built with a later part of the product
-        cron = ctx.settings.get("scheduled_tasks", short_name(task["classname"]))
-        defs.append(TaskDef(task["classname"], module, "disabled" if task["disabled"] else cron))
     zone = ctx.moodle.site_timezone(ctx.settings.site.timezone)[0]
     clock = lambda: int(time.time())  # noqa: E731
-    manager = TaskManager(ctx.engine, defs, zone, clock=clock, output=output)
+    manager = TaskManager(ctx.engine, definitions(ctx.settings), zone, clock=clock, output=output)
     manager.context = lambda m: job_env(ctx, m, should_stop)
     manager.on_result = lambda task, state: inline_alerts.task_result(ctx.engine, ctx.settings, clock(), task, state)
     return manager

@@ -11,6 +11,7 @@ from local_alx_report_api.classes.installer import plugin_tables
 from local_alx_report_api.classes.progress import course_scope
 from local_alx_report_api.db import services
 from local_alx_report_api.db.tasks import NAMESPACE
+from local_alx_report_api.task import definitions
 from moodle_core.engines import Engine
 from moodle_core.moodle import Moodle
 
@@ -141,13 +142,13 @@ def configuration(settings, timezone_warning: bool) -> Check:
         Check("configuration", OK, "Settings are within their recommended ranges")
 
 
-def evaluate(engine: Engine, moodle: Moodle, settings, now: int, disabled_tasks: set[str] = frozenset()) -> Health:
+def evaluate(engine: Engine, moodle: Moodle, settings, now: int) -> Health:
     plugin = settings.local_alx_report_api
     checks = [database(engine, plugin.db_response_time_threshold)]
     if checks[0].status == ERROR and "unavailable" in checks[0].detail:
         return Health(checks, now)
     zone_source = moodle.site_timezone(settings.site.timezone)[1]
-    checks += [tables(moodle), webservices(moodle), service(engine), cron(engine, now, set(disabled_tasks)),
+    checks += [tables(moodle), webservices(moodle), service(engine), cron(engine, now, {t.name for t in definitions(settings) if t.disabled}),
                sync(engine, now, plugin.sync_failure_threshold), data(engine, moodle),
                configuration(settings, "not an IANA zone" in zone_source)]
     return Health(checks, now)

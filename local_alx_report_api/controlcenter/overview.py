@@ -3,28 +3,19 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 from local_alx_report_api.classes import health, metrics
 from local_alx_report_api.classes.ratelimit import day_bounds
 from local_alx_report_api.controlcenter.web import Ctx, Page
+from local_alx_report_api.task import definitions
 from moodle_core.cron import NEVER
+from moodle_core.taskmanager import TaskManager
 
 SEVERITIES = ("low", "medium", "high", "critical")
 
 
-def task_manager(cc):
-    """The scheduled tasks as the cron runner sees them (read only here)."""
-    from local_alx_report_api.cli import task_manager as build
-
-    manager = build(SimpleNamespace(engine=cc.engine, moodle=cc.moodle, settings=cc.settings), output=lambda _: None)
-    manager.clock = cc.now
-    return manager
-
-
 def scheduled_tasks(cc) -> list[dict]:
     """One row per task: schedule, last and next run, status, fail delay, failures in a row."""
-    manager = task_manager(cc)
+    manager = TaskManager(cc.engine, definitions(cc.settings), cc.site.timezone, clock=cc.now)  # read only
     rows = []
     for task in manager.tasks:
         state = manager.state(task)
@@ -36,10 +27,6 @@ def scheduled_tasks(cc) -> list[dict]:
                      "failures": state.consecutive_failures if state else 0,
                      "summary": state.data.get("summary") if state else None})
     return rows
-
-
-def disabled_tasks(cc) -> set[str]:
-    return {t.name for t in task_manager(cc).tasks if t.disabled}
 
 
 def calls_today(cc, now: int, companyid: int | None = None) -> int:
@@ -56,7 +43,7 @@ def open_alert_counts(engine) -> dict[str, int]:
 
 
 def evaluate_health(cc, now: int):
-    return health.evaluate(cc.engine, cc.moodle, cc.settings, now, disabled_tasks(cc))
+    return health.evaluate(cc.engine, cc.moodle, cc.settings, now)
 
 
 def stats(cc, now: int, state=None) -> dict:

@@ -5,9 +5,11 @@ from urllib.parse import urlsplit
 import pytest
 
 from local_alx_report_api.classes import health
+from local_alx_report_api.task import definitions
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from moodle_core import engines
 from moodle_core.moodle import Moodle
+from moodle_core.taskmanager import TaskManager
 from tests.faults import Proxy
 from tests.sites import NOW, api_token, new_site, worked_examples
 from tests.tasks import task_env
@@ -64,6 +66,21 @@ def test_health_checks_and_score(db):
     warnings = sum(c.status == "warning" for c in state.checks)
     assert state.score == max(0, 100 - 20 * errors - 10 * warnings)
     assert state.as_dict()["overall"] == state.overall
+
+
+def test_a_disabled_task_is_left_out_of_the_cron_check(db):
+    """monitoring.md 2: whoever evaluates health (alert check, /metrics, the control center)."""
+    new_site(db)
+    env = task_env(db, NOW, scheduled_tasks__sync_reporting_data_task="disabled")
+    manager = TaskManager(db, definitions(env.settings), "UTC", clock=lambda: NOW, output=lambda _: None,
+                          context=lambda m: env)
+    assert manager.run(manager.find("check_alerts_task")) == "success"
+
+    def cron(settings):
+        return next(c for c in health.evaluate(db, Moodle(db), settings, NOW).checks if c.name == "cron")
+
+    assert cron(env.settings).status == "ok"
+    assert cron(task_env(db, NOW).settings).detail == "Late: sync_reporting_data_task"
 
 
 @pytest.mark.parametrize("db", ["postgresql", "mariadb"], indirect=True)  # SQLite has no server to lose
