@@ -26,6 +26,18 @@ class Company:
     name: str
 
 
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    firstname: str
+    lastname: str
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.firstname} {self.lastname}"
+
+
 class Moodle:
     """The Moodle site behind one database connection."""
 
@@ -77,6 +89,15 @@ class Moodle:
             log.warning("Moodle config timezone %r is not an IANA zone name; using UTC", value)
             return "UTC", f"Moodle config ({value!r} is not an IANA zone: UTC)"
         return value, "Moodle config"
+
+    def users(self, ids) -> dict[int, User]:
+        """The users with these ids (ids of no user are left out)."""
+        ids = sorted({int(i) for i in ids if i})
+        if not ids:
+            return {}
+        return {int(row[0]): User(int(row[0]), *row[1:]) for row in self.engine.rows(
+            f"SELECT id, username, firstname, lastname FROM {{t:user}} WHERE id IN ({', '.join('?' * len(ids))})",
+            ids)}
 
     # -- IOMAD --------------------------------------------------------------------------------
     def companies(self) -> list[Company]:

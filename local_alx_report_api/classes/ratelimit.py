@@ -12,15 +12,15 @@ from webservice.errors import DmlWriteException, MoodleException
 FUNCTION = "local_alx_report_api_get_course_progress"
 
 
-def effective_limit(call, settings=None) -> int:
+def effective_limit(engine, settings, company, loaded=None) -> int:
     """The company's `rate_limit` row if present, else the global setting; 0 = unlimited.
-    `settings`: the company's settings when the caller has them already."""
-    if call.company is not None:
-        settings = settings or company_settings.load(call.engine, call.company.id)
-        value = settings.values.get("rate_limit")
+    `loaded`: the company's settings when the caller has them already."""
+    if company is not None:
+        loaded = loaded or company_settings.load(engine, company.id)
+        value = loaded.values.get("rate_limit")
         if value is not None:
             return int(value)
-    return int(call.settings.local_alx_report_api.rate_limit)
+    return int(settings.local_alx_report_api.rate_limit)
 
 
 def day_bounds(now: int, timezone: str) -> tuple[int, int]:
@@ -33,10 +33,11 @@ def day_bounds(now: int, timezone: str) -> tuple[int, int]:
     return int(start.timestamp()), int(end.timestamp())
 
 
-def counted_today(call, start: int, end: int) -> int:
-    return int(call.engine.scalar(
+def counted_today(engine, userid: int, start: int, end: int) -> int:
+    """The user's requests admitted by the limiter between `start` and `end` (what the limit checks)."""
+    return int(engine.scalar(
         "SELECT COUNT(*) FROM {t:local_alx_api_logs} WHERE userid = ? AND timeaccessed >= ? AND timeaccessed < ? "
-        "AND counted = 1", (call.caller.userid, start, end)))
+        "AND counted = 1", (userid, start, end)))
 
 
 def admit(call, settings=None) -> None:
@@ -44,14 +45,14 @@ def admit(call, settings=None) -> None:
 
     Count and insert run in one short transaction under a lock keyed by the user, so any number
     of simultaneous requests from any processes admit exactly the remaining quota."""
-    limit = effective_limit(call, settings)
+    limit = effective_limit(call.engine, call.settings, call.company, settings)
     start, end = day_bounds(call.now, call.timezone)
     call.rate = {"limit": limit, "reset": end, "count": None}
     if limit == 0:
         return
     try:
         with call.engine.locked_transaction(f"ratelimit_{call.caller.userid}"):
-            count = counted_today(call, start, end)
+            count = counted_today(call.engine, call.caller.userid, start, end)
             if count < limit:
                 call.log.set(counted=1)
                 call.log.insert()
@@ -73,13 +74,14 @@ def admit(call, settings=None) -> None:
 def response_headers(call) -> dict[str, str]:
     """X-RateLimit-* (and Retry-After on a rejection) once the token and user are known."""
     if call.rate is None:
-        call.rate = {"limit": effective_limit(call), "reset": day_bounds(call.now, call.timezone)[1], "count": None}
+        call.rate = {"limit": effective_limit(call.engine, call.settings, call.company),
+                     "reset": day_bounds(call.now, call.timezone)[1], "count": None}
     limit = call.rate["limit"]
     if limit == 0:
         return {}
     count = call.rate["count"]
     if count is None:
-        count = counted_today(call, *day_bounds(call.now, call.timezone))
+        count = counted_today(call.engine, call.caller.userid, *day_bounds(call.now, call.timezone))
     headers = {"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(max(0, limit - count)),
                "X-RateLimit-Reset": str(call.rate["reset"])}
     if call.rate.get("rejected"):

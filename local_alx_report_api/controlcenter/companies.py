@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 from local_alx_report_api.classes import company_settings, jobs, pulls, ratelimit, sequence
 from local_alx_report_api.classes.company_settings import FIELDS, RANGES, CompanySettings
@@ -51,15 +50,7 @@ def company_courses(engine, companyid: int) -> list[Course]:
 
 def effective_limit(ctx: Ctx, company: Company, settings: CompanySettings) -> int:
     """The rate limit the API applies to this company's token users (0 = unlimited)."""
-    call = SimpleNamespace(company=company, engine=ctx.engine, settings=ctx.settings)
-    return ratelimit.effective_limit(call, settings)
-
-
-def counted_today(ctx: Ctx, userid: int) -> int:
-    """The user's requests admitted by the rate limiter today (what the limit is checked against)."""
-    start, end = ratelimit.day_bounds(ctx.now, ctx.cc.site.timezone)
-    call = SimpleNamespace(engine=ctx.engine, caller=SimpleNamespace(userid=userid))
-    return ratelimit.counted_today(call, start, end)
+    return ratelimit.effective_limit(ctx.engine, ctx.settings, company, settings)
 
 
 _CRON = ("companyid", "last_sync_timestamp", "last_sync_status", "last_sync_error", "consecutive_failures",
@@ -147,7 +138,7 @@ def client_states(ctx: Ctx, company: Company, cs: CompanySettings) -> list[dict]
         "last_sync_records, sync_mode, total_syncs, consecutive_failures, state_data FROM "
         "{t:local_alx_api_sync_status} WHERE companyid = ? AND kind = 'api' ORDER BY id", (company.id,))
     userids = sorted({int(s[2]) for s in states})
-    users, tokens = _users(engine, userids), {}
+    users, tokens = ctx.cc.moodle.users(userids), {}
     if userids:
         for token, name in engine.rows(f"SELECT token, name FROM {{t:external_tokens}} WHERE userid IN "
                                        f"({', '.join('?' * len(userids))})", userids):
@@ -168,14 +159,6 @@ def client_states(ctx: Ctx, company: Company, cs: CompanySettings) -> list[dict]
     return out
 
 
-def _users(engine, userids) -> dict[int, dict]:
-    if not userids:
-        return {}
-    return {int(i): {"username": u, "fullname": f"{f} {la}"} for i, u, f, la in engine.rows(
-        f"SELECT id, username, firstname, lastname FROM {{t:user}} WHERE id IN ({', '.join('?' * len(userids))})",
-        list(userids))}
-
-
 def rate_usage(ctx: Ctx, company: Company, states: list[dict]) -> list[dict]:
     """Today's admitted requests of each token user of the company (its members holding a token,
     and the users of its client states)."""
@@ -183,8 +166,10 @@ def rate_usage(ctx: Ctx, company: Company, states: list[dict]) -> list[dict]:
         "SELECT DISTINCT t.userid FROM {t:external_tokens} t JOIN {t:company_users} cu ON cu.userid = t.userid "
         "WHERE cu.companyid = ? AND t.tokentype = 0", (company.id,))}
     userids = sorted(members | {s["userid"] for s in states})
-    users = _users(ctx.engine, userids)
-    return [{"userid": u, "user": users.get(u), "calls": counted_today(ctx, u)} for u in userids]
+    users = ctx.cc.moodle.users(userids)
+    start, end = ratelimit.day_bounds(ctx.now, ctx.cc.site.timezone)
+    return [{"userid": u, "user": users.get(u), "calls": ratelimit.counted_today(ctx.engine, u, start, end)}
+            for u in userids]
 
 
 def form_values(cs: CompanySettings, courses: list[Course]) -> dict:

@@ -27,14 +27,6 @@ def selected_companies(ctx: Ctx, companies) -> tuple[list[int] | None, str | Non
     return ids, None
 
 
-def usernames(engine, ids: set[int]) -> dict[int, str]:
-    if not ids:
-        return {}
-    marks = ", ".join("?" * len(ids))
-    return {int(i): name for i, name in engine.rows(f"SELECT id, username FROM {{t:user}} WHERE id IN ({marks})",
-                                                    sorted(ids))}
-
-
 class Data(Page):
     def get(self, ctx: Ctx) -> None:
         self.show(ctx)
@@ -44,7 +36,7 @@ class Data(Page):
         recent = jobs.recent(ctx.engine, 50)
         names = {c.id: c.shortname for c in companies}
         ctx.render("data.html", status=status, title="Data", companies=companies, names=names, jobs=recent,
-                   users=usernames(ctx.engine, {j["userid"] for j in recent}), errors=errors or {},
+                   users=ctx.cc.moodle.users(j["userid"] for j in recent), errors=errors or {},
                    batch_default=ctx.settings.local_alx_report_api.sync_batch_size, batch_note=BATCH_NOTE,
                    form=ctx.form)
 
@@ -88,7 +80,7 @@ class Job(Page):
             return ctx.not_found(f"There is no job {jobid}.")
         names = {c.id: c.shortname for c in ctx.cc.moodle.companies()}
         ctx.render("job.html", title=f"Job {job['id']}: {job['type']}", job=job, names=names, waiting=WAITING,
-                   queued_by=usernames(ctx.engine, {job["userid"]}).get(job["userid"], str(job["userid"])))
+                   queued_by=ctx.cc.moodle.users([job["userid"]]).get(job["userid"]))
 
 
 class JobJson(Page):

@@ -24,6 +24,7 @@ from local_alx_report_api.classes import installer, metrics
 from local_alx_report_api.controlcenter.web import Ctx, Page
 from local_alx_report_api.db.services import FUNCTIONS
 from moodle_core.engines import Engine
+from moodle_core.moodle import Moodle
 
 PER_PAGE = 50
 CSV_MAX = 100000
@@ -182,14 +183,6 @@ def fetch(engine: Engine, f: Filters, columns: tuple[str, ...], limit: int, *, b
     return rows[::-1] if after else rows
 
 
-def users_by_id(engine: Engine, ids) -> dict[int, tuple[str, str]]:
-    ids = sorted({int(i) for i in ids if i})
-    if not ids:
-        return {}
-    return {int(uid): (username, f"{first} {last}") for uid, username, first, last in engine.rows(
-        f"SELECT id, username, firstname, lastname FROM {{t:user}} WHERE id IN ({', '.join(map(str, ids))})")}
-
-
 def list_page(ctx: Ctx, f: Filters) -> dict:
     """One page of rows and the cursors of its neighbours (no counting: the cost of a page does
     not grow with the number of rows before it)."""
@@ -197,21 +190,21 @@ def list_page(ctx: Ctx, f: Filters) -> dict:
     if after:
         rows = fetch(ctx.engine, f, LIST_COLUMNS, PER_PAGE + 1, after=after)
         if len(rows) > PER_PAGE:  # a full page above the cursor, and more above that
-            return page_of(ctx.engine, rows[1:], older=True, newer=True)
+            return page_of(ctx.cc.moodle, rows[1:], older=True, newer=True)
         before = None  # fewer than a page above: that is the first page
     rows = fetch(ctx.engine, f, LIST_COLUMNS, PER_PAGE + 1, before=before)
-    return page_of(ctx.engine, rows[:PER_PAGE], older=len(rows) > PER_PAGE, newer=before is not None)
+    return page_of(ctx.cc.moodle, rows[:PER_PAGE], older=len(rows) > PER_PAGE, newer=before is not None)
 
 
-def page_of(engine: Engine, rows: list[tuple], *, older: bool, newer: bool) -> dict:
+def page_of(moodle: Moodle, rows: list[tuple], *, older: bool, newer: bool) -> dict:
     rows = [dict(zip(LIST_COLUMNS, r, strict=True)) for r in rows]
-    return {"rows": rows, "users": users_by_id(engine, (r["userid"] for r in rows)),
+    return {"rows": rows, "users": moodle.users(r["userid"] for r in rows),
             "older": cursor(rows[-1]) if rows and older else None,
             "newer": cursor(rows[0]) if rows and newer else None, "first_page": not newer}
 
 
 def render_list(ctx: Ctx, f: Filters) -> None:
-    page = page_of(ctx.engine, [], older=False, newer=False) if f.errors else list_page(ctx, f)
+    page = page_of(ctx.cc.moodle, [], older=False, newer=False) if f.errors else list_page(ctx, f)
     companies = ctx.cc.moodle.companies()
     ctx.render("logs.html", title="Logs", filters=f, errors=f.errors, page=page, companies=companies,
                company_ids={str(c.id) for c in companies}, functions=[*FUNCTIONS, ADMIN_LOGIN], errorcodes=ERRORCODES,
@@ -242,7 +235,7 @@ class Logs(Page):
             return ctx.not_found("There is no log entry with this id.")
         values = dict(zip(columns, row, strict=True))
         ctx.render("log_detail.html", title=f"Log entry {values['id']}", row=values, columns=columns,
-                   user=users_by_id(ctx.engine, [values["userid"]]).get(int(values["userid"])),
+                   user=ctx.cc.moodle.users([values["userid"]]).get(int(values["userid"])),
                    additional=pretty_json(values["additional_data"]))
 
 

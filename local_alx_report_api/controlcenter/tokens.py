@@ -9,7 +9,6 @@ import re
 import secrets
 import string
 from datetime import datetime
-from types import SimpleNamespace
 from zoneinfo import ZoneInfo
 
 from local_alx_report_api.classes import company_settings, ratelimit, sequence
@@ -79,11 +78,10 @@ def with_details(ctx: Ctx, rows: list[dict]) -> list[dict]:
         company = ctx.cc.moodle.user_company(row["userid"])
         if company is not None and company.id not in loaded:
             loaded[company.id] = company_settings.load(ctx.engine, company.id)
-        call = SimpleNamespace(engine=ctx.engine, settings=ctx.settings, company=company,
-                               caller=SimpleNamespace(userid=row["userid"]))
         row.update(company=company, short=row["token"][:8],
-                   calls=ratelimit.counted_today(call, start, end),
-                   limit=ratelimit.effective_limit(call, loaded.get(company.id) if company else None),
+                   calls=ratelimit.counted_today(ctx.engine, row["userid"], start, end),
+                   limit=ratelimit.effective_limit(ctx.engine, ctx.settings, company,
+                                                   loaded.get(company.id) if company else None),
                    pull=pulls.get(sequence.token_hash(row["token"])))
     return rows
 
