@@ -275,7 +275,7 @@ class Bench:
         state = engine.execute("SELECT id, state_data FROM {t:local_alx_api_sync_status} WHERE companyid = ? "
                                "AND kind = 'api'", (big.id,)).fetchone()
         data = json.loads(state[1])
-        data["pull"].update(next_offset=start, after=list(key_before), prev_offset=None, prev_after=None, rows=start)
+        data["open"][0].update(next_offset=start, after=list(key_before), prev_offset=None, prev_after=None, rows=start)
         engine.execute("UPDATE {t:local_alx_api_sync_status} SET state_data = ? WHERE id = ?",
                        (json.dumps(data), state[0]))
         purge()

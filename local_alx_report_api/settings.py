@@ -28,6 +28,10 @@ DECLARATIONS = [
     *[_s("local_alx_report_api", *row[:4], **(row[4] if len(row) > 4 else {})) for row in [
         ("max_records", "int", 1000, "Largest allowed limit.", {"min": 1, "max": 10000}),
         ("rate_limit", "int", 100, "Requests per token user per day; 0 = unlimited.", {"min": 0}),
+        ("rate_limit_per_pull", "bool", True, "Count a pull once: its next pages are free. false counts every "
+         "request, as the original did. A company can override it."),
+        ("full_pull_user_agents", "list", ["Microsoft.Data.Mashup"], "User-Agent prefixes of clients whose "
+         "pulls are full in Auto mode (Power Query: Power BI, Excel, Dataflows); empty = none."),
         ("allow_get_method", "bool", False, "Allow methods other than POST for get_course_progress."),
         ("report_roles", "list", ["student"], "Role shortnames that put a user in row scope."),
         ("log_retention_days", "int", 90, "Delete log rows older than this; 0 keeps them.", {"min": 0}),

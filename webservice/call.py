@@ -74,6 +74,8 @@ class Call:
     rate: dict | None = None  # the rate-limit state for headers: limit, count, reset
     authenticated: bool = False  # token and user checks passed: rate-limit headers apply
     headers: dict[str, str] = field(default_factory=dict)
+    user_agent: str = ""  # the User-Agent header as received
+    pull_id: str | None = None  # X-ALX-Pull-Id: which of the token's pulls a page belongs to
 
     @property
     def debug(self) -> bool:

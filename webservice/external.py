@@ -46,6 +46,7 @@ def multiple(item: dict, description: str = "", *, required: bool = True, defaul
 
 # -- parameters --------------------------------------------------------------------------------
 _ALPHANUMEXT = re.compile(r"^[A-Za-z0-9_-]*$")
+_ALPHA = re.compile(r"^[A-Za-z]*$")
 
 
 def _invalid_scalar(raw, param: str) -> InvalidParameterException:
@@ -62,8 +63,8 @@ def _cast_scalar(raw, schema: dict):
         if not re.fullmatch(r"-?[1-9][0-9]*|0", text) or not INT64[0] <= int(text) <= INT64[1]:
             raise _invalid_scalar(text, param)
         return int(text)
-    if param == "PARAM_ALPHANUMEXT":
-        if not _ALPHANUMEXT.match(text):
+    if param in ("PARAM_ALPHANUMEXT", "PARAM_ALPHA"):  # Moodle: a value its cleaning would change is invalid
+        if not (_ALPHANUMEXT if param == "PARAM_ALPHANUMEXT" else _ALPHA).fullmatch(text):
             raise _invalid_scalar(text, param)
         return text
     return text

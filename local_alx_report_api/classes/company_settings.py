@@ -17,11 +17,12 @@ log = logging.getLogger(__name__)
 
 FIELDS = ("userid", "firstname", "lastname", "email", "courseid", "coursename", "timecompleted",
           "timecompleted_unix", "timestarted", "timestarted_unix", "percentage", "status")
-# name → (low, high, default); None default = "absent" (rate_limit falls back to the global value)
+# name → (low, high, default); None default = "absent" (rate_limit and rate_limit_per_pull fall back
+# to the global value)
 RANGES = {**{f"field_{f}": (0, 1, 1) for f in FIELDS},
           "sync_mode": (0, 3, 0), "sync_window_hours": (0, 8760, 24), "adaptive_sync_window": (0, 1, 1),
           "incremental_deletions": (0, 1, 1), "enable_cache": (0, 1, 1), "cache_ttl_minutes": (1, 1440, 60),
-          "rate_limit": (0, 1000000, None)}
+          "rate_limit": (0, 1000000, None), "rate_limit_per_pull": (0, 1, None)}
 
 
 @dataclass

@@ -4,6 +4,7 @@ completion that moves the watermark, the live fallback and retries with backoff.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -30,9 +31,27 @@ class Definition:
     since: int
     until: int
     deletions: bool  # tombstones are part of the rows
+    reason: str = ""  # why this definition: a REASONS key
 
     def describe(self) -> dict:
-        return {"mode": self.mode, "since": self.since, "until": self.until, "deletions": self.deletions}
+        return {"mode": self.mode, "since": self.since, "until": self.until, "deletions": self.deletions,
+                "reason": self.reason}
+
+
+# why a pull got its definition (the request log's `reason`, the control center's words)
+REASONS = {
+    "mode_full": "the client asked for mode=full",
+    "mode_incremental": "the client asked for mode=incremental",
+    "company_full": "the company is set to Always full",
+    "company_incremental": "the company is set to Always incremental",
+    "client_full": "Auto: a Power Query client (its User-Agent is in full_pull_user_agents)",
+    "first_pull": "Auto: the token's first pull",
+    "last_failed": "Auto: the token's last pull failed",
+    "window_zero": "Auto: the sync window is 0",
+    "window_passed": "Auto: the last successful pull is older than the sync window",
+    "within_window": "Auto: within the sync window since the last successful pull",
+}
+MODES = ("auto", "full", "incremental")  # the `mode` parameter
 
 
 @dataclass
@@ -57,6 +76,22 @@ class PageRequest:
     deletions: bool
     now: int
     timezone: str
+    requested: str = "auto"  # the `mode` parameter
+    client: str | None = None  # which client's pull: "id:<X-ALX-Pull-Id>" or "ua:<hash of User-Agent, mode>"
+    user_agent: str = ""
+    full_agents: tuple[str, ...] = ()  # User-Agent prefixes whose Auto pulls are full
+
+    @property
+    def full_agent(self) -> bool:
+        return any(self.user_agent.startswith(prefix) for prefix in self.full_agents if prefix)
+
+
+def client_key(pull_id: str | None, user_agent: str, requested: str) -> str:
+    """Tells one token's clients apart: the pull id a connector sends (our Power Query function
+    sends one per refresh), else the client software and the mode it asks for."""
+    if pull_id:
+        return "id:" + pull_id[:100]
+    return "ua:" + hashlib.sha256(f"{user_agent}\n{requested}".encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -174,39 +209,132 @@ def effective_window(engine: Engine, req: PageRequest, state: dict) -> tuple[flo
 
 
 def choose(engine: Engine, req: PageRequest, state: dict) -> tuple[Definition, dict]:
+    """The definition of a new pull (5.4), with the client's `mode` and the Power Query rule of
+    issue 12 before the company's mode; Always incremental is never overridden by the agent."""
     until = sequence.current(engine, req.companyid)
     watermark = int(state["change_seq"] or 0)
-    extra: dict = {}
+
+    def full(reason):
+        return Definition("full", 0, until, False, reason)
+
+    def incremental(reason):
+        return Definition("incremental", watermark, until, req.deletions and watermark > 0, reason)
+
+    extra: dict = {"user_agent": req.user_agent[:120]}
+    if req.requested == "full":
+        return full("mode_full"), extra
+    if req.requested == "incremental":
+        return incremental("mode_incremental"), extra
     if req.sync_mode == 2:
-        return Definition("full", 0, until, False), extra
+        return full("company_full"), extra
     if req.sync_mode == 1:
-        return Definition("incremental", watermark, until, req.deletions and watermark > 0), extra
+        return incremental("company_incremental"), extra
+    if req.full_agent:
+        return full("client_full"), extra
     window, pattern = effective_window(engine, req, state)
-    extra = {"window": window, "pattern": pattern}
-    never = int(state["last_sync_timestamp"] or 0) == 0
-    full = (never or state["last_sync_status"] == "failed" or window == 0
-            or req.now - int(state["last_sync_timestamp"]) > window * 3600)
-    if full:
-        return Definition("full", 0, until, False), extra
-    return Definition("incremental", watermark, until, req.deletions and watermark > 0), extra
+    extra.update(window=window, pattern=pattern)
+    last = int(state["last_sync_timestamp"] or 0)
+    if last == 0:
+        return full("first_pull"), extra
+    if state["last_sync_status"] == "failed":
+        return full("last_failed"), extra
+    if window == 0:
+        return full("window_zero"), extra
+    if req.now - last > window * 3600:
+        return full("window_passed"), extra
+    return incremental("within_window"), extra
+
+
+# -- the open pulls of a token (issue 12: several at once) ------------------------------------------
+MAX_OPEN_PULLS = 16  # one token's concurrent pulls (queries of a model, Desktop and the service)
+PULL_IDLE_SECONDS = 86400  # a pull with no page for a day is abandoned
+RESTART_IDLE_SECONDS = 900  # a client's restart abandons its own pulls idle this long (decision 87)
+
+
+def open_pulls(data: dict, now: int | None = None) -> list[dict]:
+    """The token's open pulls (state_data "open"), the state of earlier releases ("pull") included;
+    with `now`, pulls idle for PULL_IDLE_SECONDS are left out."""
+    found = list(data.get("open") or [])
+    if data.get("pull"):  # one open pull, as the first release kept it: it matches any client
+        found.append({"client": None, **data["pull"]})
+    if now is not None:
+        found = [p for p in found if now - int(p.get("touched", p.get("started", now))) < PULL_IDLE_SECONDS]
+    return found
+
+
+def _candidates(pulls: list[dict], offset: int, client: str | None) -> list[tuple[dict, str]]:
+    """The caller's open pulls this offset continues: (pull, "next" or "repeat")."""
+    out = []
+    for pull in pulls:
+        if pull.get("client") not in (None, client):
+            continue
+        if offset == pull["next_offset"]:
+            out.append((pull, "next"))
+        elif offset == pull.get("prev_offset") and pull.get("prev_after") is not None:
+            out.append((pull, "repeat"))
+    return out
+
+
+def _cursor(pull: dict, page: str) -> tuple[int, int]:
+    return tuple(pull["after"] if page == "next" else pull["prev_after"])
+
+
+def _select(found: list[tuple[dict, str]]) -> tuple[dict, str]:
+    """The pull a page continues. Clients that share a token and a client key (a connector that
+    sends no X-ALX-Pull-Id) cannot be told apart: when several of their pulls stand at this offset
+    with the same rows, each is moved back to the smallest cursor and earliest `until` among them,
+    so whichever client asked is served no later than its own position (a row may come twice,
+    none is lost) and no watermark passes a change it did not deliver (decision 87)."""
+    if len(found) == 1:
+        return found[0]
+    newest = max(found, key=lambda c: (c[0]["started"], c[0]["id"]))[0]
+    rows = (newest["mode"], newest["since"], newest["deletions"])
+    group = [(p, page) for p, page in found if (p["mode"], p["since"], p["deletions"]) == rows]
+    cursor = min(_cursor(p, page) for p, page in group)
+    until = min(p["until"] for p, _ in group)
+    error = next((p["fallback_error"] for p, _ in group if p["had_error"]), None)
+    for pull, page in group:
+        pull["after" if page == "next" else "prev_after"] = list(cursor)
+        pull["until"] = until
+        if error:
+            pull["had_error"], pull["fallback_error"] = True, error
+    # a client that is ahead keeps its place: a next page moves a pull forward, a repeat rewinds one
+    return min(group, key=lambda c: (c[1] != "next", c[0]["started"], c[0]["id"]))
+
+
+class NotANextPage(Exception):
+    """The page was admitted free as the next page of an open pull, but is not one (any more)."""
 
 
 # -- one page --------------------------------------------------------------------------------------
-def classify(pull: dict | None, offset: int) -> str:
+def classify(pulls: list[dict], req: PageRequest) -> tuple[dict | None, str]:
+    if req.offset == 0:
+        return None, "start"
+    found = _candidates(pulls, req.offset, req.client)
+    if not found:
+        return None, "stateless"
+    return _select(found)
+
+
+def is_next_page(engine: Engine, companyid: int, token_hash: str, offset: int, client: str, now: int) -> bool:
+    """Whether this request continues one of the caller's open pulls with its next page (read
+    without a lock: the page itself is classified again under the state's lock)."""
     if offset == 0:
-        return "start"
-    if pull and offset == pull["next_offset"]:
-        return "next"
-    if pull and offset == pull.get("prev_offset") and pull.get("prev_after") is not None:
-        return "repeat"
-    return "stateless"
+        return False
+    raw = engine.scalar("SELECT state_data FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND "
+                        "token_hash = ?", (companyid, token_hash))
+    pulls = open_pulls(json.loads(raw or "{}"), now)
+    return any(page == "next" for _, page in _candidates(pulls, offset, client))
 
 
-def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts: int, base_delay: float) -> Outcome:
+def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts: int, base_delay: float,
+          free: bool = False) -> Outcome:
     """One page of a pull, modes 0–2: classify, read, save the state before answering.
 
     `read_table(definition, after, offset)` gives the table's Slice (maybe from the cache);
-    `to_elements(rows)` turns live rows into response elements.
+    `to_elements(rows)` turns live rows into response elements. `free`: the request was not
+    counted by the rate limit as the next page of an open pull; NotANextPage is raised, with
+    nothing changed, when it turns out not to be one.
     Transient database errors are retried with backoff; a read that still fails is answered
     from live data and marks the pull as failed (sync-and-cache.md 8 and 10)."""
     _ensure_state(engine, req)
@@ -214,7 +342,9 @@ def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts
     for attempt in range(attempts):
         try:
             with engine.write_transaction():
-                return _unit(engine, req, read_table, to_elements, None)
+                return _unit(engine, req, read_table, to_elements, None, free)
+        except NotANextPage:
+            raise
         except Exception as exc:  # noqa: BLE001 - classified below
             failure = exc
             if not engine.transient(exc) or attempt == attempts - 1:
@@ -224,7 +354,7 @@ def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts
             engine.reconnect()
     log.error("reporting table read failed; answering from live data: %s", failure)
     with engine.write_transaction():
-        return _unit(engine, req, read_table, to_elements, type(failure).__name__)
+        return _unit(engine, req, read_table, to_elements, type(failure).__name__, free)
 
 
 def live_slice(engine: Engine, req: PageRequest, to_elements, *, after: Key | None, offset: int) -> Slice:
@@ -232,35 +362,55 @@ def live_slice(engine: Engine, req: PageRequest, to_elements, *, after: Key | No
     return Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
 
 
-def _unit(engine: Engine, req: PageRequest, read_table, to_elements, fallback: str | None) -> Outcome:
+def _start(engine: Engine, req: PageRequest, state: dict, pulls: list[dict]) -> dict:
+    """A new pull (5.3 start). Other clients' open pulls stay open. The caller's own earlier pull
+    is abandoned when the caller names its pulls (X-ALX-Pull-Id); a client that does not name
+    them abandons only its pulls idle for RESTART_IDLE_SECONDS (pulls it gave up, not a
+    concurrent query's), so that they do not linger beside the new one."""
+    named = bool(req.client and req.client.startswith("id:"))
+    for old in [p for p in pulls if p.get("client") == req.client]:
+        if named or req.now - int(old.get("touched", old["started"])) >= RESTART_IDLE_SECONDS:
+            log.info("pull %s of company %s abandoned", old["id"], req.companyid)
+            pulls.remove(old)
+    definition, extra = choose(engine, req, state)
+    pull = {"id": int(state["data"].get("pulls", 0)) + 1, "client": req.client, **definition.describe(),
+            "started": req.now, "touched": req.now, "next_offset": 0, "after": [0, 0], "prev_offset": None,
+            "prev_after": None, "rows": 0, "pages": 0, "had_error": False, "fallback_error": None, **extra}
+    state["data"]["pulls"] = pull["id"]
+    pulls.append(pull)
+    pulls.sort(key=lambda p: p.get("touched", p["started"]))
+    for old in pulls[:-MAX_OPEN_PULLS]:
+        log.info("pull %s of company %s abandoned (more than %d open)", old["id"], req.companyid, MAX_OPEN_PULLS)
+    del pulls[:-MAX_OPEN_PULLS]
+    return pull
+
+
+def _unit(engine: Engine, req: PageRequest, read_table, to_elements, fallback: str | None, free: bool) -> Outcome:
     state = _lock_state(engine, req)
-    pull = state["data"].get("pull")
-    page = classify(pull, req.offset)
+    pulls = open_pulls(state["data"], req.now)
+    state["data"].pop("pull", None)
+    state["data"]["open"] = pulls
+    pull, page = classify(pulls, req)
+    if free and page != "next":
+        raise NotANextPage()
     if page == "start":
-        if pull is not None:
-            log.info("pull %s of company %s abandoned", pull["id"], req.companyid)
-        definition, extra = choose(engine, req, state)
-        pull = {"id": int(state["data"].get("pulls", 0)) + 1, **definition.describe(), "started": req.now,
-                "next_offset": 0, "after": [0, 0], "prev_offset": None, "prev_after": None, "rows": 0, "pages": 0,
-                "had_error": False, "fallback_error": None, **extra}
-        state["data"]["pulls"] = pull["id"]
-        state["data"]["pull"] = pull
-    elif pull is not None:
-        definition = Definition(pull["mode"], pull["since"], pull["until"], pull["deletions"])
+        pull = _start(engine, req, state, pulls)
+    if pull is not None:
+        definition = Definition(pull["mode"], pull["since"], pull["until"], pull["deletions"], pull.get("reason", ""))
     else:
         definition, _ = choose(engine, req, state)
     after = None
-    if page in ("start", "next"):
-        after = tuple(pull["after"])
-    elif page == "repeat":
-        after = tuple(pull["prev_after"])
+    if page == "start":
+        after = (0, 0)
+    elif page != "stateless":
+        after = _cursor(pull, page)
     filled = fallback is None and has_rows(engine, req.companyid)
     reason = fallback if fallback is not None else (None if filled else "never_filled")
     offset = req.offset if after is None else 0
     if filled:
         served, source = read_table(definition, after, offset), "table"
     else:  # live data is always a full page (there is nothing to be incremental against)
-        definition = Definition("full", 0, definition.until, False)
+        definition = Definition("full", 0, definition.until, False, definition.reason)
         served, source = live_slice(engine, req, to_elements, after=after, offset=offset), "live"
     if page != "stateless":
         _advance(engine, req, state, pull, page, served, fallback)
@@ -279,6 +429,7 @@ def _advance(engine: Engine, req: PageRequest, state: dict, pull: dict, page: st
     pull["next_offset"] = pull["rows"] = base_offset + served.count
     pull["after"] = list(served.last) if served.last else base_after
     pull["pages"] += 1
+    pull["touched"] = req.now
     if fallback:
         pull["had_error"], pull["fallback_error"] = True, fallback
     if served.count < req.limit:
@@ -288,8 +439,10 @@ def _advance(engine: Engine, req: PageRequest, state: dict, pull: dict, page: st
 
 
 def _complete(engine: Engine, req: PageRequest, state: dict, pull: dict) -> None:
-    state["data"]["pull"] = None
-    state["data"]["last_pull"] = {k: pull[k] for k in ("id", "mode", "since", "until", "rows", "pages", "started")}
+    state["data"]["open"].remove(pull)
+    state["data"]["last_pull"] = {k: pull.get(k) for k in ("id", "mode", "since", "until", "rows", "pages", "started",
+                                                           "reason", "client", "user_agent")}
+    state["data"]["last_pull"]["finished"] = req.now
     if pull["had_error"]:
         _save_state(engine, req, state, last_sync_status="failed", last_sync_error=pull["fallback_error"],
                     total_syncs=int(state["total_syncs"]) + 1,

@@ -23,6 +23,21 @@ def effective_limit(engine, settings, company, loaded=None) -> int:
     return int(settings.local_alx_report_api.rate_limit)
 
 
+def per_pull(settings, loaded=None) -> bool:
+    """Issue 12: whether the limit counts pulls (a pull's next pages are free) rather than every
+    request; the company's `rate_limit_per_pull` row if present, else the global setting."""
+    value = loaded.values.get("rate_limit_per_pull") if loaded is not None else None
+    return bool(settings.local_alx_report_api.rate_limit_per_pull if value is None else value)
+
+
+def admit_free(call, settings=None) -> None:
+    """Step 5 for the next page of an open pull when the limit counts pulls: admitted without
+    being counted (counted = 0, additional_data.free_page); headers show the day's count."""
+    call.rate = {"limit": effective_limit(call.engine, call.settings, call.company, settings),
+                 "reset": day_bounds(call.now, call.timezone)[1], "count": None}
+    call.log.extra["free_page"] = True
+
+
 def day_bounds(now: int, timezone: str) -> tuple[int, int]:
     """Unix times of this and the next midnight in the site time zone (23 or 25 hours on DST days)."""
     zone = ZoneInfo(timezone)

@@ -19,10 +19,12 @@ from moodle_core.moodle import Company
 MODES = {0: "Auto", 1: "Always incremental", 2: "Always full", 3: "Disabled"}
 CHECKBOXES = ("adaptive_sync_window", "incremental_deletions", "enable_cache")
 NUMBERS = ("sync_mode", "sync_window_hours", "cache_ttl_minutes")
+OPTIONAL = ("rate_limit", "rate_limit_per_pull")  # empty: the global setting applies
 BUSY = "Company is busy; try again later."
 SWITCHED_ON = "Courses switched on will appear when the sync job has finished."
 NO_STATUS = "Clients cannot recognise deleted rows without the status field."
-POWER_BI = "Power BI import refreshes replace their table: use Always full unless the client merges changes."
+POWER_BI = ("Power BI import refreshes replace their table: Power Query clients (Power BI, Excel) get full pulls "
+            "in Auto mode; use Always full for other clients that do not merge changes.")
 ID = "{companyid:int}"
 MAX_ID = 2**63 - 1  # a larger id is unknown (a 404), never a database overflow
 
@@ -155,7 +157,7 @@ def client_states(ctx: Ctx, company: Company, cs: CompanySettings) -> list[dict]
                     "userid": int(uid), "watermark": int(watermark or 0), "last_success": int(last or 0),
                     "status": status, "error": error, "records": int(records or 0), "mode": mode,
                     "total": int(total or 0), "failures": int(failures or 0), "last_pull": data.get("last_pull"),
-                    "pull": data.get("pull"), "window": window, "pattern": pattern})
+                    "open": pulls.open_pulls(data, ctx.now), "window": window, "pattern": pattern})
     return out
 
 
@@ -177,8 +179,9 @@ def form_values(cs: CompanySettings, courses: list[Course]) -> dict:
     values = {f"field_{f}": cs.get(f"field_{f}") == 1 for f in FIELDS}
     values.update({name: cs.get(name) == 1 for name in CHECKBOXES})
     values.update({name: str(cs.get(name)) for name in NUMBERS})
-    rate = cs.values.get("rate_limit")
-    values["rate_limit"] = "" if rate is None else str(rate)
+    for name in OPTIONAL:
+        stored = cs.values.get(name)
+        values[name] = "" if stored is None else str(stored)
     values["courses"] = {c.id for c in courses if c.id not in cs.switched_off}
     return values
 
@@ -194,18 +197,18 @@ def parse_form(form, courses: list[Course], cs: CompanySettings) -> tuple[dict, 
     An absent checkbox is 0; every number is checked against company_settings.RANGES."""
     shown = {f"field_{f}": f"field_{f}" in form for f in FIELDS}
     shown.update({name: name in form for name in CHECKBOXES})
-    shown.update({name: form.get(name).strip() for name in (*NUMBERS, "rate_limit")})
+    shown.update({name: form.get(name).strip() for name in (*NUMBERS, *OPTIONAL)})
     store = {name: int(on) for name, on in shown.items() if isinstance(on, bool)}
     errors = {}
-    for name in (*NUMBERS, "rate_limit"):
+    for name in (*NUMBERS, *OPTIONAL):
         low, high, _ = RANGES[name]
         text = shown[name]
-        if name == "rate_limit" and text == "":
+        if name in OPTIONAL and text == "":
             store[name] = None  # the global default
         elif whole(text) is not None and low <= whole(text) <= high:
             store[name] = whole(text)
         else:
-            errors[name] = ("Choose one of the listed modes." if name == "sync_mode"
+            errors[name] = ("Choose one of the listed modes." if name in ("sync_mode", "rate_limit_per_pull")
                             else f"Enter a whole number from {low} to {high}.")
     changeable = {c.id for c in courses if c.reportable}
     picked = set()
@@ -236,7 +239,8 @@ def company_view(ctx: Ctx, company: Company, *, values: dict | None = None, erro
                pending=state.get("pending"), reconcile=state.get("last_reconcile"),
                states=states, usage=rate_usage(ctx, company, states), courses=courses, v=values,
                errors=errors or {}, error=error, modes=MODES, fields=FIELDS, limit=effective_limit(ctx, company, cs),
-               global_limit=ctx.settings.local_alx_report_api.rate_limit, base_window=cs.get("sync_window_hours"),
+               global_limit=ctx.settings.local_alx_report_api.rate_limit, reasons=pulls.REASONS,
+               global_per_pull=ctx.settings.local_alx_report_api.rate_limit_per_pull, base_window=cs.get("sync_window_hours"),
                calls=calls_today(ctx.cc, ctx.now, company.id), jobs=company_jobs(engine, company.id),
                cache_entries=cache_entries(engine, company.id), no_status=NO_STATUS, power_bi=POWER_BI)
 

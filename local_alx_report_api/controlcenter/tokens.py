@@ -11,12 +11,13 @@ import string
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from local_alx_report_api.classes import company_settings, ratelimit, sequence
+from local_alx_report_api.classes import company_settings, pulls, ratelimit, sequence
 from local_alx_report_api.classes.webservice_setup import FUNCTION
 from local_alx_report_api.controlcenter.web import Ctx, Page
 from webservice.auth import invalid_ip_entries
 
-ONE_CLIENT = "Give every client its own token: two clients sharing a token interrupt each other's paging."
+ONE_CLIENT = ("Give every client its own token where you can: clients sharing a token share its watermark, so "
+              "incremental clients take each other's changes (full pulls, as Power BI makes, are kept apart).")
 COPY_NOW = "Copy this token now. It will not be shown again."
 SHOW_SECONDS = 300  # the new token is shown by the GET right after the POST, never later
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
@@ -55,25 +56,30 @@ def find(ctx: Ctx, tokenid: int) -> dict | None:
     return found[0] if found else None
 
 
-def last_pulls(engine) -> dict[str, dict]:
-    """Per token hash: its most recently touched `api` state row, as the last pull to show."""
-    pulls: dict[str, dict] = {}
+def last_pulls(engine, now: int) -> dict[str, dict]:
+    """Per token hash: its most recently touched `api` state row, as the last pull to show, with
+    why it was full or incremental and its client, and how many pulls are open."""
+    found: dict[str, dict] = {}
     for token_hash, companyid, last, status, records, mode, updated, data in engine.rows(
             "SELECT token_hash, companyid, last_sync_timestamp, last_sync_status, last_sync_records, sync_mode, "
             "updated_at, state_data FROM {t:local_alx_api_sync_status} WHERE kind = 'api' ORDER BY updated_at"):
         state = json.loads(data or "{}")
         # a failed pull does not move last_sync_timestamp (the watermark's time): its time is the update
         when = int(updated or 0) if status == "failed" else int(last or 0)
-        pulls[token_hash] = {"companyid": int(companyid), "time": when, "status": status, "mode": mode,
-                             "rows": int(records or 0), "open": bool(state.get("pull"))}
-    return pulls
+        last_pull = state.get("last_pull") or {}
+        reason = last_pull.get("reason")
+        found[token_hash] = {"companyid": int(companyid), "time": when, "status": status, "mode": mode,
+                             "rows": int(records or 0), "open": len(pulls.open_pulls(state, now)),
+                             "why": pulls.REASONS.get(reason, reason) if reason else None,
+                             "user_agent": last_pull.get("user_agent")}
+    return found
 
 
 def with_details(ctx: Ctx, rows: list[dict]) -> list[dict]:
     """Adds company, calls today / effective limit (per token user, as the rate limit counts)
     and the last pull to each token row."""
     start, end = ratelimit.day_bounds(ctx.now, ctx.cc.site.timezone)
-    pulls, loaded = last_pulls(ctx.engine), {}
+    last, loaded = last_pulls(ctx.engine, ctx.now), {}
     for row in rows:
         company = ctx.cc.moodle.user_company(row["userid"])
         if company is not None and company.id not in loaded:
@@ -82,7 +88,7 @@ def with_details(ctx: Ctx, rows: list[dict]) -> list[dict]:
                    calls=ratelimit.counted_today(ctx.engine, row["userid"], start, end),
                    limit=ratelimit.effective_limit(ctx.engine, ctx.settings, company,
                                                    loaded.get(company.id) if company else None),
-                   pull=pulls.get(sequence.token_hash(row["token"])))
+                   pull=last.get(sequence.token_hash(row["token"])))
     return rows
 
 

@@ -348,8 +348,9 @@ def test_acme_second_page_is_the_next_five_rows(refsite):
     app = prepared(refsite)
     rows = ordered(refsite, 1)
     check_json_page(progress(app, ACME, limit="5", offset="0"), "acme_json_limit5_offset0.txt", rows[:5], ALL_KEYS)
+    # the next page of the open pull is free (issue 12): the day's count stays at 1
     check_json_page(progress(app, ACME, limit="5", offset="5"), "acme_json_limit5_offset5.txt", rows[5:10], ALL_KEYS,
-                    98)
+                    99)
 
 
 def test_acme_offset_zero_again_is_a_full_start_page(refsite):
@@ -360,7 +361,7 @@ def test_acme_offset_zero_again_is_a_full_start_page(refsite):
     progress(app, ACME, limit="5", offset="0")
     progress(app, ACME, limit="5", offset="5")
     check_json_page(progress(app, ACME, limit="5", offset="0"), "acme_json_limit5_offset0_again.txt", rows[:5],
-                    ALL_KEYS, 97)
+                    ALL_KEYS, 98)  # two starts counted; the next page between them was free (issue 12)
 
 
 @pytest.mark.parametrize("name, limit", [("globex_json_limit0.txt", "0"), ("globex_json_limit_negative.txt", "-5"),

@@ -120,7 +120,8 @@ class RestServer:
         for name in RESERVED:
             params.pop(name, None)
         call = Call(site.engine, site.moodle, site.settings, site.config, site.timezone, req.method, ip, now,
-                    started, function, request_log, site_versions=site.registry.versions)
+                    started, function, request_log, site_versions=site.registry.versions,
+                    user_agent=req.user_agent or "", pull_id=req.get_header("X-ALX-Pull-Id") or None)
         schema = None
         try:
             try:

@@ -8,7 +8,7 @@ from local_alx_report_api.classes import cache, company_settings, pages, pulls, 
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.lang import get_string
 from moodle_core.engines import QUERY_COMPANY
-from webservice.errors import MoodleException
+from webservice.errors import InvalidParameterException, MoodleException
 from webservice.external import multiple, single, value
 
 
@@ -16,6 +16,9 @@ def execute_parameters() -> dict:
     return single({
         "limit": value("PARAM_INT", "Number of records to return (1 to max_records)", required=False, default=100),
         "offset": value("PARAM_INT", "Number of records already read in the pull", required=False, default=0),
+        "mode": value("PARAM_ALPHA", "Which rows a pull started at offset 0 holds: auto (the company's sync mode), "
+                      "full (every row) or incremental (the changes since the token's last completed pull)",
+                      required=False, default="auto"),
     })
 
 
@@ -41,8 +44,13 @@ def _error(code: str, **values) -> MoodleException:
     return MoodleException(code, get_string(code, **values), get_string(f"{code}_debug", **values))
 
 
-def execute(call, limit: int = 100, offset: int = 0) -> list[dict]:
+def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list[dict]:
     plugin = call.settings.local_alx_report_api
+    if mode not in pulls.MODES:
+        raise InvalidParameterException(f"mode => Invalid parameter value detected: \"{mode}\" is not one of "
+                                        f"{', '.join(pulls.MODES)}")
+    if mode != "auto":
+        call.log.extra["mode"] = mode
     if limit < 1:
         raise _error("invalidlimit", limit=limit)
     if limit > plugin.max_records:
@@ -52,7 +60,16 @@ def execute(call, limit: int = 100, offset: int = 0) -> list[dict]:
     # the company was resolved with the caller (step 4); its settings are read once, for both
     # the rate limit (step 5) and the page (step 8)
     settings = company_settings.load(call.engine, call.company.id) if call.company is not None else None
-    ratelimit.admit(call, settings)
+    client = pulls.client_key(call.pull_id, call.user_agent, mode)
+    # issue 12: the next page of the caller's open pull is not counted (one refresh, one request)
+    free = (settings is not None and ratelimit.per_pull(call.settings, settings) and settings.get("sync_mode") != 3
+            and (plugin.allow_get_method or call.method == "POST")
+            and pulls.is_next_page(call.engine, call.company.id, call.log.fields["token_hash"], offset, client,
+                                   call.now))
+    if free:
+        ratelimit.admit_free(call, settings)
+    else:
+        ratelimit.admit(call, settings)
     if not plugin.allow_get_method and call.method != "POST":
         raise _error("invalidrequestmethod")
     if call.company is None:
@@ -64,7 +81,8 @@ def execute(call, limit: int = 100, offset: int = 0) -> list[dict]:
     req = pulls.PageRequest(companyid, call.log.fields["token_hash"], call.caller.userid, limit, offset,
                             Scope.load(engine, companyid, plugin.report_roles), settings.get("sync_mode"),
                             settings.get("sync_window_hours"), settings.get("adaptive_sync_window") == 1,
-                            settings.get("incremental_deletions") == 1, call.now, call.timezone)
+                            settings.get("incremental_deletions") == 1, call.now, call.timezone, mode, client,
+                            call.user_agent, tuple(plugin.full_pull_user_agents))
     use_cache = settings.get("enable_cache") == 1
     sig = cache.signature(fields, req.deletions, call.timezone)
     status = {"cache": "off" if not use_cache else None}
@@ -92,13 +110,11 @@ def execute(call, limit: int = 100, offset: int = 0) -> list[dict]:
                                              "count": served.count}, call.now, settings.get("cache_ttl_minutes"))
         return served
 
-    database = call.settings.database
     try:
         if req.sync_mode == 3:
             outcome = pulls.serve_stateless(engine, req, read_table=read_table, to_elements=to_elements)
         else:
-            outcome = pulls.serve(engine, req, read_table=read_table, to_elements=to_elements,
-                                  attempts=database.retry_attempts, base_delay=database.retry_base_delay)
+            outcome = serve_pull(call, settings, req, read_table, to_elements, free)
     except Exception as exc:
         raise pulls.as_moodle_error(engine, exc) from exc
     definition = outcome.definition
@@ -107,6 +123,22 @@ def execute(call, limit: int = 100, offset: int = 0) -> list[dict]:
     call.log.extra.update(page=outcome.page, since=definition.since, until=definition.until)
     if outcome.pull is not None:
         call.log.extra["pull_id"] = outcome.pull["id"]
+    if outcome.page == "start" and definition.reason:
+        call.log.extra["reason"] = definition.reason
     if outcome.fallback_reason:
         call.log.extra["fallback_reason"] = outcome.fallback_reason
     return outcome.slice.elements
+
+
+def serve_pull(call, settings, req: pulls.PageRequest, read_table, to_elements, free: bool) -> pulls.Outcome:
+    """The page of a pull; a page admitted free that turns out not to continue the caller's pull
+    (another request of the token took its place) is admitted again, counted, and served."""
+    database = call.settings.database
+    try:
+        return pulls.serve(call.engine, req, read_table=read_table, to_elements=to_elements,
+                           attempts=database.retry_attempts, base_delay=database.retry_base_delay, free=free)
+    except pulls.NotANextPage:
+        call.log.extra.pop("free_page", None)
+        ratelimit.admit(call, settings)
+        return pulls.serve(call.engine, req, read_table=read_table, to_elements=to_elements,
+                           attempts=database.retry_attempts, base_delay=database.retry_base_delay)

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from local_alx_report_api.classes import jobs, sequence
-from local_alx_report_api.controlcenter.companies import BUSY, NO_STATUS, SWITCHED_ON
+from local_alx_report_api.controlcenter.companies import BUSY, NO_STATUS, POWER_BI, SWITCHED_ON
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.admin import PREFIX, admin_app, sign_in, submit
 from tests.sites import NOW, api_token, new_site, worked_examples
@@ -144,13 +144,14 @@ def test_the_company_page_shows_status_sync_state_clients_and_courses(app, db):
     assert states[0][3] == str(sequence.current(db, 5)) and states[0][4] == "none"
     assert states[0][5] == "low → 48 h"  # one call a day: the base window of 24 h doubled
     assert states[1][0] == "(no name) bbbbbbbb…" and states[1][2] == "none yet"
-    assert states[1][4] == "started 2024-11-25 15:01:00, 2 rows so far"
+    assert states[1][4] == "full since 2024-11-25 15:01:00, 2 rows so far Why: Auto: the token's first pull"
+    assert "Why: Auto: the token's first pull" in states[0][2]
     assert [r[:2] for r in table(page, "#rate-usage")] == [["api API User", "1"], ["api2 API User", "1"]]
     hidden = page.html.select_one("input[name=course][value='14']")
     assert hidden.has_attr("disabled") and "(hidden: not reported)" in hidden.parent.text
     assert not page.html.select_one("input[name=course][value='12']").has_attr("disabled")
     assert page.html.select_one("#rate_limit")["placeholder"] == "Global default: 100"
-    assert "Power BI import refreshes replace their table: use Always full unless the client merges changes." in page
+    assert POWER_BI in page
     assert NO_STATUS not in page.text
 
 
