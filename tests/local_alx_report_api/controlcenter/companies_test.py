@@ -277,6 +277,7 @@ def test_invalid_values_are_shown_next_to_each_field_and_nothing_changes(app, db
     ("sync_window_hours", "²", "Enter a whole number from 0 to 8760."),
     ("cache_ttl_minutes", "1441", "Enter a whole number from 1 to 1440."),
     ("rate_limit", "1000001", "Enter a whole number from 0 to 1000000."),
+    ("rate_limit_per_pull", "2", "Choose one of the listed modes."),
     ("course", "99", "Course 99 is not a course of this company.")])
 def test_each_range_is_checked(app, db, field, value, message):
     before = snapshot(db)
@@ -306,6 +307,29 @@ def test_the_rate_limit_row_is_written_and_deleted(app, db):
     form["rate_limit"] = "0"
     notice(app, form.submit())
     assert settings_rows(db)["rate_limit"] == 0 and "X-RateLimit-Limit" not in progress(app, TOKEN, limit=1).headers
+
+
+def test_what_the_limit_counts_is_a_company_setting(app, db):
+    """Issue 12: each pull once (the global default), every request, or the global value again."""
+    form = settings_form(app)
+    assert form["rate_limit_per_pull"].value == "" and "Global default: each pull once" in app.get(
+        PREFIX + "/companies/5").text
+    form["rate_limit"] = "2"
+    notice(app, form.submit())
+    assert len(pull(app, limit=1)) == 1 and len(pull(app, limit=1, offset=1)) == 1
+    assert len(pull(app, limit=1, offset=2)) == 1  # next pages are free
+    form = settings_form(app)
+    form["rate_limit_per_pull"] = "0"
+    notice(app, form.submit())
+    assert settings_rows(db)["rate_limit_per_pull"] == 0
+    assert settings_form(app)["rate_limit_per_pull"].value == "0"
+    assert len(pull(app, limit=1, offset=3)) == 1  # counted: the second of two
+    assert pull(app, limit=1, offset=4)["errorcode"] == "ratelimitexceeded"
+    form = settings_form(app)
+    form["rate_limit_per_pull"] = ""
+    notice(app, form.submit())
+    assert "rate_limit_per_pull" not in settings_rows(db)
+    assert len(pull(app, limit=1, offset=4)) == 1  # free again
 
 
 def test_mode_window_deletions_and_cache_settings_reach_the_api(app, db):

@@ -95,6 +95,7 @@ def test_the_list_shows_every_token_of_the_function(db, site):
     assert cells[7].startswith("2024-11-25 15:00:00")  # lastaccess of the call, site time zone (UTC in winter)
     assert cells[9] == "1 / 100"
     assert "success" in cells[10] and "full" in cells[10] and "2024-11-25 15:00:00" in cells[10]
+    assert "Why full: Auto: the token's first pull" in cells[10]
     assert TOKEN not in page.text  # only the first 8 characters
     assert "bbbbbbbb" not in page.text and "cccccccc" not in page.text  # other service; tokentype 1
 
@@ -272,3 +273,19 @@ def test_unknown_tokens_are_404(db, site):
 def test_ip_restriction_forms(entries, bad):
     """The forms of protocol.md 4.3, parsed by the same function the endpoint matches with."""
     assert invalid_ip_entries(entries) == bad
+
+
+def test_the_list_says_which_clients_got_full_pulls_and_why(db, site):
+    """Issue 12: a Power Query client's full pull in Auto mode, and the open pulls of the token."""
+    app = admin(db)
+    agent = "Microsoft.Data.Mashup (https://go.microsoft.com/fwlink/?LinkID=304225)"
+    for _ in range(2):
+        app.post("/webservice/rest/server.php", {"wstoken": TOKEN, "wsfunction": FUNCTION, "moodlewsrestformat": "json",
+                                                 "limit": 100}, headers={"User-Agent": agent})
+    for pull_id in ("A", "B"):
+        app.post("/webservice/rest/server.php", {"wstoken": TOKEN, "wsfunction": FUNCTION, "moodlewsrestformat": "json",
+                                                 "limit": 2}, headers={"User-Agent": agent, "X-ALX-Pull-Id": pull_id})
+    row = app.get(PREFIX + "/tokens").html.find(id=re.compile(r"token-\d+"))
+    last = [td.get_text(" ", strip=True) for td in row.find_all("td")][10]
+    assert "Why full: Auto: a Power Query client (its User-Agent is in full_pull_user_agents)" in last
+    assert f"client {agent}" in last and "2 pulls are in progress" in last
