@@ -125,3 +125,16 @@ def full_company(b: SiteBuilder, *, users: int, courses: int, companyid: int = 1
             b.enrol(enrols[c], uid, timecreated=1704067200)
             b.assign(5, c, uid)
     b.flush()
+
+
+def synced_company(engine, *, users: int = 60, courses: int = 5) -> str:
+    """Company 1 of `users` learners in each of `courses` courses on a new site, synced at NOW;
+    returns its manager's token."""
+    from local_alx_report_api.task import sync_reporting_data_task as sync_task
+    from tests.tasks import task_env
+
+    b = new_site(engine)
+    full_company(b, users=users, courses=courses)
+    token = api_token(b, 1)
+    sync_task.execute(task_env(engine, NOW))
+    return token

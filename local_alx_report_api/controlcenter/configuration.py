@@ -1,6 +1,7 @@
 """Configuration (admin-ui.md 3.10), read only: every setting in effect (as the `settings`
 command prints them) with its default, the site time zone and its source, Moodle's web-service
-switches and our service, the installed schema version and the plugin version."""
+switches and our service, the installed schema version and the plugin version, and the API
+documentation of the web-service functions (their arguments, as Moodle documents them)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,20 @@ def moodle_checks(engine) -> list[dict]:
     return rows
 
 
+def documentation(registry) -> list[dict]:
+    """Each web-service function with its arguments, as Moodle's API documentation describes
+    them (admin/webservice/documentation.php): name, type, required or the default, description."""
+    out = []
+    for name, function in sorted(registry.functions.items()):
+        arguments = [{"name": key, "type": node.get("x-param", node["type"]), "description": node["description"],
+                      "required": bool(node.get("x-required")) and "default" not in node,
+                      "default": node.get("default")}
+                     for key, node in function.parameters.get("properties", {}).items()]
+        out.append({"name": name, "description": function.description, "type": function.type,
+                    "arguments": arguments})
+    return out
+
+
 class Configuration(Page):
     def get(self, ctx: Ctx) -> None:
         path = ctx.settings.path
@@ -67,6 +82,7 @@ class Configuration(Page):
                    settings_file=path, settings_file_found=bool(path) and os.path.exists(path),
                    changed_how=CHANGED_HOW, timezone=timezone(ctx), checks=moodle_checks(ctx.engine),
                    schema={"installed": installed, "expected": expected}, component=version.COMPONENT,
+                   functions=documentation(ctx.cc.site.registry),
                    plugin_version=services.VERSION, release=version.RELEASE)
 
 

@@ -2,10 +2,6 @@
 rate limit under concurrency (course-progress.md section 12)."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -15,13 +11,8 @@ import pytest
 
 from local_alx_report_api.classes import installer
 from moodle_core import generator
+from tests.servers import gunicorn
 from tests.webapp import FUNCTION
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -30,26 +21,8 @@ def server(db, tmp_path):
     installer.install(db, int(time.time()))
     db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
                "timemodified) VALUES (1, 'rate_limit', 20, 0, 0)")
-    db.db.close()
-    port = free_port()
-    env = {**os.environ, "ALX_DATABASE_URL": db.url, "ALX_DATABASE_PREFIX": db.prefix,
-           "ALX_REPORT_API_SETTINGS": str(tmp_path / "none.ini")}
-    proc = subprocess.Popen([sys.executable, "-m", "local_alx_report_api.cli", "serve", "--bind",
-                             f"127.0.0.1:{port}", "--workers", "4"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/webservice/rest/server.php"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("gunicorn exited: " + proc.stdout.read())
-            time.sleep(0.2)
-    yield url, site.tokens[0][0]
-    proc.terminate()
-    proc.wait(timeout=20)
+    with gunicorn(db, tmp_path, workers=4) as base:
+        yield base + "webservice/rest/server.php", site.tokens[0][0]
 
 
 def test_four_workers_admit_exactly_the_limit_of_fifty_simultaneous_requests(server):

@@ -5,9 +5,6 @@ refresh returns the complete, current table the live Moodle tables define, under
 of 5 requests although each refresh reads 50 pages."""
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,9 +18,9 @@ from local_alx_report_api.classes import installer
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from moodle_core import generator
 from tests import oracle
+from tests.servers import gunicorn
 from tests.tasks import task_env
 from tests.webapp import FUNCTION
-from tests.webservice.gunicorn_test import free_port
 
 CONNECTOR = Path(__file__).resolve().parents[2] / "docs" / "powerbi" / "AlxCourseProgress.pq"
 POWER_QUERY = "Microsoft.Data.Mashup (https://go.microsoft.com/fwlink/?LinkID=304225)"
@@ -75,26 +72,8 @@ def site(db, tmp_path):
     token, _, companyid = made.tokens[0]
     db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
                "timemodified) VALUES (?, 'rate_limit', 5, 0, 0)", (companyid,))
-    db.db.close()
-    port = free_port()
-    env = {**os.environ, "ALX_DATABASE_URL": db.url, "ALX_DATABASE_PREFIX": db.prefix,
-           "ALX_REPORT_API_SETTINGS": str(tmp_path / "none.ini")}
-    proc = subprocess.Popen([sys.executable, "-m", "local_alx_report_api.cli", "serve", "--bind",
-                             f"127.0.0.1:{port}", "--workers", "2"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    site_url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(site_url + "healthz", timeout=1).read()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("gunicorn exited: " + proc.stdout.read())
-            time.sleep(0.2)
-    yield db, site_url, token, companyid
-    proc.terminate()
-    proc.wait(timeout=20)
+    with gunicorn(db, tmp_path, workers=2) as site_url:
+        yield db, site_url, token, companyid
 
 
 def expected(db, companyid):

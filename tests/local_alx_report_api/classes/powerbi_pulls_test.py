@@ -9,7 +9,7 @@ import pytest
 
 from local_alx_report_api.classes import pulls, sequence
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
-from tests.sites import NOW, api_token, company_setting, full_company, new_site
+from tests.sites import NOW, company_setting, synced_company
 from tests.tasks import task_env
 from tests.webapp import FUNCTION, make_app, post
 
@@ -54,10 +54,7 @@ class Client:
 @pytest.fixture
 def big(db):
     """60 learners in 5 courses of company 1 (300 rows), synced, and the manager's token."""
-    b = new_site(db)
-    full_company(b, users=60, courses=5)
-    token = api_token(b, 1)
-    sync_task.execute(task_env(db, NOW))
+    token = synced_company(db)
     clock = {"now": NOW + 60}
     app = make_app(db, lambda: clock["now"])
     return db, token, app, clock
@@ -91,10 +88,7 @@ def test_power_query_gets_full_pulls_in_auto_other_clients_keep_the_spec(big):
 
 
 def test_the_user_agent_list_is_a_setting(db):
-    b = new_site(db)
-    full_company(b, users=4, courses=2)
-    token = api_token(b, 1)
-    sync_task.execute(task_env(db, NOW))
+    token = synced_company(db, users=4, courses=2)
     for agents, second in (("", 0), ("Excel/16, Microsoft.Data", 8)):
         db.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE kind = 'api'")
         app = make_app(db, NOW + 60, local_alx_report_api__full_pull_user_agents=agents)

@@ -7,7 +7,7 @@ import pytest
 
 from local_alx_report_api.classes import pulls, sequence
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
-from tests.sites import NOW, api_token, full_company, new_site
+from tests.sites import NOW, synced_company
 from tests.tasks import task_env
 from tests.webapp import make_app, progress
 
@@ -37,11 +37,7 @@ class Client:
 @pytest.fixture
 def big(db):
     """60 learners in 5 courses of company 1 (300 rows), synced, and the manager's token."""
-    b = new_site(db)
-    full_company(b, users=60, courses=5)
-    token = api_token(b, 1)
-    sync_task.execute(task_env(db, NOW))
-    return db, b, token
+    return db, None, synced_company(db)
 
 
 def keys(rows):

@@ -110,6 +110,20 @@ def test_schema_and_plugin_versions(db, site):
     assert f"Schema version not installed ❌ error expected {expected}" in text(resp)
 
 
+def test_the_api_documentation_describes_every_argument(db, site):
+    """Issue 12: `mode` is described where Moodle describes a function's parameters."""
+    _, resp = page(db)
+    section = resp.html.find(id="function-local_alx_report_api_get_course_progress")
+    rows = {r.find_all("td")[0].get_text(strip=True): [td.get_text(" ", strip=True) for td in r.find_all("td")[1:]]
+            for r in section.find("tbody").find_all("tr")}
+    assert list(rows) == ["limit", "offset", "mode"]
+    assert rows["mode"][:2] == ["PARAM_ALPHA", "optional, default auto"]
+    assert "full (every row) or incremental" in rows["mode"][2]
+    assert rows["limit"][:2] == ["PARAM_INT", "optional, default 100"]
+    info = resp.html.find(id="function-core_webservice_get_site_info")
+    assert "No arguments." in info.get_text() or info.find("tbody") is not None
+
+
 def test_read_only_and_admins_only(db, site):
     app = admin_app(db, NOW)
     resp = app.get(PREFIX + "/configuration", expect_errors=True)
