@@ -50,6 +50,7 @@ REASONS = {
     "window_zero": "Auto: the sync window is 0",
     "window_passed": "Auto: the last successful pull is older than the sync window",
     "within_window": "Auto: within the sync window since the last successful pull",
+    "live_data": "live data (the company's table was never filled, or could not be read) is always full",
 }
 MODES = ("auto", "full", "incremental")  # the `mode` parameter
 
@@ -128,6 +129,9 @@ def table_rows(engine: Engine, req: PageRequest, definition: Definition, *, afte
     if definition.mode == "incremental":
         where.append("change_seq > ?")
         params.append(definition.since)
+    elif definition.deletions:  # the union of a full and an incremental pull (decision 87)
+        where.append("(is_deleted = 0 OR change_seq > ?)")
+        params.append(definition.since)
     if not definition.deletions:
         where.append("is_deleted = 0")
     if after is not None:
@@ -173,7 +177,7 @@ def _lock_state(engine: Engine, req: PageRequest) -> dict:
     row = engine.execute(f"SELECT {', '.join(_STATE)} FROM {{t:local_alx_api_sync_status}} WHERE companyid = ? "
                          f"AND token_hash = ?{engine.for_update}", (req.companyid, req.token_hash)).fetchone()
     state = dict(zip(_STATE, row, strict=True))
-    state["data"] = json.loads(state.pop("state_data") or "{}")
+    state["data"] = load_data(state.pop("state_data"))
     return state
 
 
@@ -191,7 +195,8 @@ def effective_window(engine: Engine, req: PageRequest, state: dict) -> tuple[flo
     if base == 0 or not req.adaptive:
         return float(base), None
     usage = state["data"].get("usage")
-    if not usage or req.now - usage.get("computed", 0) >= 3600:
+    if (not isinstance(usage, dict) or usage.get("pattern") not in ("high", "medium", "low")
+            or req.now - int(usage.get("computed") or 0) >= 3600):
         zone = ZoneInfo(req.timezone)
         today = datetime.fromtimestamp(req.now, zone).date()
         first = today - timedelta(days=6)
@@ -251,14 +256,39 @@ PULL_IDLE_SECONDS = 86400  # a pull with no page for a day is abandoned
 RESTART_IDLE_SECONDS = 900  # a client's restart abandons its own pulls idle this long (decision 87)
 
 
+def load_data(raw) -> dict:
+    """A token's `state_data`: {} when it is missing or damaged (its pulls are then gone; the
+    watermark, a column of its own, is kept)."""
+    try:
+        data = json.loads(raw or "{}")
+    except (TypeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        log.warning("damaged state_data of a client state ignored: %.200r", raw)
+        return {}
+    return data
+
+
+_PULL_KEYS = {"id": int, "mode": str, "since": int, "until": int, "deletions": bool, "started": int,
+              "next_offset": int, "after": list, "rows": int, "pages": int, "had_error": bool}
+
+
+def _sound(pull) -> bool:
+    if not isinstance(pull, dict) or any(not isinstance(pull.get(k), t) for k, t in _PULL_KEYS.items()):
+        return False
+    keys = [pull["after"], pull.get("prev_after") or [0, 0]]
+    return all(len(k) == 2 and all(isinstance(v, int) for v in k) for k in keys) and pull["mode"] in ("full", "incremental")
+
+
 def open_pulls(data: dict, now: int | None = None) -> list[dict]:
-    """The token's open pulls (state_data "open"), the state of earlier releases ("pull") included;
-    with `now`, pulls idle for PULL_IDLE_SECONDS are left out."""
-    found = list(data.get("open") or [])
-    if data.get("pull"):  # one open pull, as the first release kept it: it matches any client
-        found.append({"client": None, **data["pull"]})
+    """The token's open pulls (state_data "open"), the state of earlier releases ("pull") included,
+    damaged entries left out; with `now`, pulls idle for PULL_IDLE_SECONDS too."""
+    found = list(data.get("open") or []) if isinstance(data.get("open"), list) else []
+    if isinstance(data.get("pull"), dict):  # one open pull, as the first release kept it: any client's
+        found.append({"client": None, "deletions": False, "fallback_error": None, **data["pull"]})
+    found = [p for p in found if _sound(p)]
     if now is not None:
-        found = [p for p in found if now - int(p.get("touched", p.get("started", now))) < PULL_IDLE_SECONDS]
+        found = [p for p in found if now - int(p.get("touched") or p["started"]) < PULL_IDLE_SECONDS]
     return found
 
 
@@ -279,27 +309,38 @@ def _cursor(pull: dict, page: str) -> tuple[int, int]:
     return tuple(pull["after"] if page == "next" else pull["prev_after"])
 
 
-def _select(found: list[tuple[dict, str]]) -> tuple[dict, str]:
+def _union(pulls: list[dict]) -> tuple[str, int, bool]:
+    """(mode, since, deletions) whose rows hold the rows of every pull given: full if any is full,
+    changes since the earliest `since`, tombstones if any delivers them."""
+    deletions = any(p["deletions"] for p in pulls)
+    if any(p["mode"] == "full" for p in pulls):
+        return "full", min((p["since"] for p in pulls if p["deletions"]), default=0), deletions
+    return "incremental", min(p["since"] for p in pulls), deletions
+
+
+def _select(found: list[tuple[dict, str]], limit: int) -> tuple[dict, str]:
     """The pull a page continues. Clients that share a token and a client key (a connector that
-    sends no X-ALX-Pull-Id) cannot be told apart: when several of their pulls stand at this offset
-    with the same rows, each is moved back to the smallest cursor and earliest `until` among them,
-    so whichever client asked is served no later than its own position (a row may come twice,
-    none is lost) and no watermark passes a change it did not deliver (decision 87)."""
+    sends no X-ALX-Pull-Id) cannot be told apart: when several of their pulls stand at this
+    offset, each is moved back to the smallest cursor and the earliest `until` among them, and
+    given rows holding the rows of them all, so whichever client asked is served from no later
+    than its own position and nothing it needs: a row may come twice or unasked, none is lost,
+    and no watermark passes a change the completing client did not receive (decision 87)."""
     if len(found) == 1:
         return found[0]
-    newest = max(found, key=lambda c: (c[0]["started"], c[0]["id"]))[0]
-    rows = (newest["mode"], newest["since"], newest["deletions"])
-    group = [(p, page) for p, page in found if (p["mode"], p["since"], p["deletions"]) == rows]
-    cursor = min(_cursor(p, page) for p, page in group)
-    until = min(p["until"] for p, _ in group)
-    error = next((p["fallback_error"] for p, _ in group if p["had_error"]), None)
-    for pull, page in group:
+    pulls = [p for p, _ in found]
+    mode, since, deletions = _union(pulls)
+    cursor = min(_cursor(p, page) for p, page in found)
+    until = min(p["until"] for p in pulls)
+    error = next((p["fallback_error"] for p in pulls if p["had_error"]), None)
+    for pull, page in found:
         pull["after" if page == "next" else "prev_after"] = list(cursor)
-        pull["until"] = until
+        pull.update(mode=mode, since=since, deletions=deletions, until=until)
         if error:
             pull["had_error"], pull["fallback_error"] = True, error
-    # a client that is ahead keeps its place: a next page moves a pull forward, a repeat rewinds one
-    return min(group, key=lambda c: (c[1] != "next", c[0]["started"], c[0]["id"]))
+    # a next page moves a pull forward; a repeat rewinds one, preferably one whose last page had
+    # this size, so that the other client's next offset is still found
+    return min(found, key=lambda c: (c[1] != "next", c[0]["next_offset"] - (c[0]["prev_offset"] or 0) != limit,
+                                     c[0]["started"], c[0]["id"]))
 
 
 class NotANextPage(Exception):
@@ -313,7 +354,7 @@ def classify(pulls: list[dict], req: PageRequest) -> tuple[dict | None, str]:
     found = _candidates(pulls, req.offset, req.client)
     if not found:
         return None, "stateless"
-    return _select(found)
+    return _select(found, req.limit)
 
 
 def is_next_page(engine: Engine, companyid: int, token_hash: str, offset: int, client: str, now: int) -> bool:
@@ -323,7 +364,7 @@ def is_next_page(engine: Engine, companyid: int, token_hash: str, offset: int, c
         return False
     raw = engine.scalar("SELECT state_data FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND "
                         "token_hash = ?", (companyid, token_hash))
-    pulls = open_pulls(json.loads(raw or "{}"), now)
+    pulls = open_pulls(load_data(raw), now)
     return any(page == "next" for _, page in _candidates(pulls, offset, client))
 
 
@@ -369,16 +410,17 @@ def _start(engine: Engine, req: PageRequest, state: dict, pulls: list[dict]) -> 
     concurrent query's), so that they do not linger beside the new one."""
     named = bool(req.client and req.client.startswith("id:"))
     for old in [p for p in pulls if p.get("client") == req.client]:
-        if named or req.now - int(old.get("touched", old["started"])) >= RESTART_IDLE_SECONDS:
+        if named or req.now - int(old.get("touched") or old["started"]) >= RESTART_IDLE_SECONDS:
             log.info("pull %s of company %s abandoned", old["id"], req.companyid)
             pulls.remove(old)
     definition, extra = choose(engine, req, state)
-    pull = {"id": int(state["data"].get("pulls", 0)) + 1, "client": req.client, **definition.describe(),
+    counter = state["data"].get("pulls")
+    pull = {"id": (counter if isinstance(counter, int) else 0) + 1, "client": req.client, **definition.describe(),
             "started": req.now, "touched": req.now, "next_offset": 0, "after": [0, 0], "prev_offset": None,
             "prev_after": None, "rows": 0, "pages": 0, "had_error": False, "fallback_error": None, **extra}
     state["data"]["pulls"] = pull["id"]
     pulls.append(pull)
-    pulls.sort(key=lambda p: p.get("touched", p["started"]))
+    pulls.sort(key=lambda p: p.get("touched") or p["started"])
     for old in pulls[:-MAX_OPEN_PULLS]:
         log.info("pull %s of company %s abandoned (more than %d open)", old["id"], req.companyid, MAX_OPEN_PULLS)
     del pulls[:-MAX_OPEN_PULLS]
@@ -410,7 +452,7 @@ def _unit(engine: Engine, req: PageRequest, read_table, to_elements, fallback: s
     if filled:
         served, source = read_table(definition, after, offset), "table"
     else:  # live data is always a full page (there is nothing to be incremental against)
-        definition = Definition("full", 0, definition.until, False, definition.reason)
+        definition = Definition("full", 0, definition.until, False, "live_data")
         served, source = live_slice(engine, req, to_elements, after=after, offset=offset), "live"
     if page != "stateless":
         _advance(engine, req, state, pull, page, served, fallback)

@@ -147,7 +147,7 @@ def client_states(ctx: Ctx, company: Company, cs: CompanySettings) -> list[dict]
             tokens[sequence.token_hash(token)] = (name or "", token[:8])
     out = []
     for sid, thash, uid, watermark, last, status, error, records, mode, total, failures, raw in states:
-        data = json.loads(raw or "{}")
+        data = pulls.load_data(raw)
         req = pulls.PageRequest(company.id, thash, int(uid), 0, 0, None, cs.get("sync_mode"),
                                 cs.get("sync_window_hours"), cs.get("adaptive_sync_window") == 1,
                                 cs.get("incremental_deletions") == 1, ctx.now, ctx.cc.site.timezone)
@@ -156,7 +156,7 @@ def client_states(ctx: Ctx, company: Company, cs: CompanySettings) -> list[dict]
         out.append({"id": int(sid), "token_name": name, "token_prefix": prefix, "user": users.get(int(uid)),
                     "userid": int(uid), "watermark": int(watermark or 0), "last_success": int(last or 0),
                     "status": status, "error": error, "records": int(records or 0), "mode": mode,
-                    "total": int(total or 0), "failures": int(failures or 0), "last_pull": data.get("last_pull"),
+                    "total": int(total or 0), "failures": int(failures or 0), "last_pull": data.get("last_pull") if isinstance(data.get("last_pull"), dict) else None,
                     "open": pulls.open_pulls(data, ctx.now), "window": window, "pattern": pattern})
     return out
 

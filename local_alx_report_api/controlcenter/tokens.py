@@ -4,7 +4,6 @@ resetting its sync state (its next pull is a first pull, sync-and-cache.md)."""
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 import string
@@ -63,14 +62,15 @@ def last_pulls(engine, now: int) -> dict[str, dict]:
     for token_hash, companyid, last, status, records, mode, updated, data in engine.rows(
             "SELECT token_hash, companyid, last_sync_timestamp, last_sync_status, last_sync_records, sync_mode, "
             "updated_at, state_data FROM {t:local_alx_api_sync_status} WHERE kind = 'api' ORDER BY updated_at"):
-        state = json.loads(data or "{}")
+        state = pulls.load_data(data)
         # a failed pull does not move last_sync_timestamp (the watermark's time): its time is the update
         when = int(updated or 0) if status == "failed" else int(last or 0)
-        last_pull = state.get("last_pull") or {}
+        last_pull = state.get("last_pull") if isinstance(state.get("last_pull"), dict) else {}
         reason = last_pull.get("reason")
         found[token_hash] = {"companyid": int(companyid), "time": when, "status": status, "mode": mode,
                              "rows": int(records or 0), "open": len(pulls.open_pulls(state, now)),
                              "why": pulls.REASONS.get(reason, reason) if reason else None,
+                             "why_mode": last_pull.get("mode"),
                              "user_agent": last_pull.get("user_agent")}
     return found
 

@@ -95,7 +95,7 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
             rows = pulls.table_rows(engine, req, definition, after=after, offset=at_offset)
             return pulls.Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
         position = f"a{after[0]}-{after[1]}" if after is not None else f"o{at_offset}"
-        since = definition.since if definition.mode == "incremental" else 0
+        since = definition.since if definition.mode == "incremental" or definition.deletions else 0
         key = cache.key(companyid, definition.mode, since, position, limit, sig, sequence.current(engine, companyid))
         hit, corrupt = cache.read(engine, companyid, key, call.now)
         if corrupt:

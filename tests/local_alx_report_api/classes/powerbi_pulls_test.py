@@ -9,6 +9,7 @@ import pytest
 
 from local_alx_report_api.classes import pulls, sequence
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
+from tests.admin import PREFIX, admin_app, sign_in
 from tests.sites import NOW, company_setting, synced_company
 from tests.tasks import task_env
 from tests.webapp import FUNCTION, make_app, post
@@ -39,10 +40,17 @@ class Client:
         """Read the next page of this client's pull (a start when it has read nothing)."""
         rows, _ = self.request(self.offset)
         assert isinstance(rows, list), rows
+        self.last = len(rows)
         self.keys += [(r["userid"], r["courseid"]) for r in rows]
         self.offset += len(rows)
         self.done = len(rows) < self.limit
         return rows
+
+    def retry(self):
+        """The answer to the last page was lost: ask for it again."""
+        self.offset -= self.last
+        del self.keys[len(self.keys) - self.last:]
+        return self.step()
 
     def pull(self):
         self.offset, self.keys, self.done = 0, [], False
@@ -210,19 +218,22 @@ def change_and_sync(db, rng, clock, removed):
 @pytest.mark.parametrize("named", [True, False], ids=["pull_id", "anonymous"])
 def test_interleaved_pulls_of_one_token_each_get_the_whole_table(big, named):
     """Three consumers of one token (queries of one model, Desktop and the service) page at once,
-    in random orders, while Moodle changes and the sync runs: each gets every row that was active
+    in random orders, with different page sizes and retried pages, while Moodle changes and the
+    sync runs: each gets every row that was active
     for the whole of its pull, and nothing that never was; with pull ids, no key twice."""
     db, token, app, clock = big
-    for seed in range(6):
+    for seed in range(8):
         rng, removed = random.Random(seed), set()
         clients = [Client(app, token, POWER_QUERY, pull_id=f"{seed}-{n}" if named else None,
-                          limit=rng.choice([40, 50])) for n in range(3)]
+                          limit=rng.choice([20, 40, 50])) for n in range(3)]
         seen = {id(c): [] for c in clients}  # the active rows at each moment of each client's pull
         while not all(c.done for c in clients):
             client = rng.choice([c for c in clients if not c.done])
             if client.offset == 0 and not client.keys:
                 seen[id(client)].append(active_keys(db))
             client.step()
+            if not client.done and client.offset > client.last and rng.random() < 0.15:
+                client.retry()
             seen[id(client)].append(active_keys(db))
             if rng.random() < 0.3:
                 change_and_sync(db, rng, clock, removed)
@@ -292,3 +303,109 @@ def test_an_unnamed_restart_abandons_only_its_idle_pulls(big):
     client.step()  # pulls of this client idle that long were given up; the other client's stays
     state = json.loads(db.scalar("SELECT state_data FROM {t:local_alx_api_sync_status} WHERE kind = 'api'"))
     assert [p["id"] for p in pulls.open_pulls(state)] == [2, 4]
+
+
+def rename(db, clock, uid, name):
+    """A learner's name changes (all their rows get new values), then the sync task runs."""
+    clock["now"] += 10
+    db.execute("UPDATE {t:user} SET lastname = ?, timemodified = ? WHERE id = ?", (name, clock["now"], uid))
+    sync_task.execute(task_env(db, clock["now"] + 1))
+
+
+def test_unnamed_pulls_with_different_rows_at_one_offset(big):
+    """An unnamed client's full pull (A, Auto's first pull) and its incremental one (C, after
+    another pull completed) stand at one offset: whichever asks gets rows holding both."""
+    db, token, app, clock = big
+    a = Client(app, token, limit=2)
+    a.step()
+    Client(app, token, limit=1000).pull()
+    last = max(u for u, _ in active_keys(db))
+    rename(db, clock, last, "Changed")
+    c = Client(app, token, limit=2)
+    c.step()
+    assert last_log(db)["sync_mode"] == "incremental"
+    while not (a.done and c.done):
+        for client in (a, c):
+            if not client.done:
+                client.step()
+    assert set(a.keys) == active_keys(db)  # A's table is whole
+    assert {k for k in active_keys(db) if k[0] == last} <= set(c.keys)  # C has its changes
+
+
+def test_unnamed_incremental_pulls_since_different_watermarks(big):
+    """Always incremental, Power Query without pull ids: A (since W0) and C (since W1) at one
+    offset; A still gets every change since W0, C every change since W1."""
+    db, token, app, clock = big
+    company_setting(db, 1, "sync_mode", 1)
+    Client(app, token, POWER_QUERY, limit=1000).pull()
+    users = sorted({u for u, _ in active_keys(db)})
+    rename(db, clock, users[-1], "X")
+    rename(db, clock, users[-2], "Y")
+    a = Client(app, token, POWER_QUERY, limit=2)
+    a.step()
+    Client(app, token, POWER_QUERY, limit=1000).pull()
+    rename(db, clock, users[-3], "Z")
+    c = Client(app, token, POWER_QUERY, limit=2)
+    c.step()
+    for client in (a, c):
+        while not client.done:
+            client.step()
+    changed = {k for k in active_keys(db) if k[0] in users[-3:]}
+    assert {k for k in changed if k[0] != users[-3]} <= set(a.keys) and changed <= set(c.keys)
+
+
+def test_a_retried_page_leaves_another_clients_pull_where_it_is(big):
+    """Unnamed consumers with different page sizes: B retries a page at an offset A's pull also
+    passed; A's pull goes on with next pages (free), and A's table is whole."""
+    db, token, app, clock = big
+    company_setting(db, 1, "rate_limit", 8)
+    a, b = Client(app, token, POWER_QUERY, limit=50), Client(app, token, POWER_QUERY, limit=20)
+    a.step(), b.step()
+    for _ in range(4):
+        b.step()
+    a.step(), a.step()
+    b.step()
+    b.request(100)  # B lost the answer to offset 100 and asks again: a repeat
+    before = active_keys(db)
+    db.execute("UPDATE {t:user_enrolments} SET status = 1, timemodified = ? WHERE userid = ?",
+               (clock["now"], min(before)[0]))
+    sync_task.execute(task_env(db, clock["now"] + 1))
+    while not a.done:
+        a.step()
+        assert last_log(db)["page"] == "next"
+    assert before & active_keys(db) <= set(a.keys)
+
+
+@pytest.mark.parametrize("damaged", ["not json", "[]", '{"open": 5}', '{"open": [{"id": 1}]}', '{"pull": "x"}',
+                                     '{"open": [{"id": 1, "touched": null, "started": null, "next_offset": 50}]}',
+                                     '{"usage": 5, "pulls": "x", "last_pull": 3}'])
+def test_damaged_state_data_is_a_state_without_pulls(big, damaged):
+    """A page of a pull whose state was damaged is stateless (counted); the token's next start
+    works; the control center shows the token."""
+    db, token, app, _ = big
+    client = Client(app, token, POWER_QUERY)
+    client.step()
+    db.execute("UPDATE {t:local_alx_api_sync_status} SET state_data = ? WHERE kind = 'api'", (damaged,))
+    admin = admin_app(db, NOW + 60)
+    assert sign_in(admin).status_int == 303
+    assert "aaaaaaaa…" in admin.get(PREFIX + "/companies/1").text and "aaaaaaaa…" in admin.get(PREFIX + "/tokens").text
+    rows, _ = client.request(50)
+    assert len(rows) == 50 and (last_log(db)["page"], last_log(db)["counted"]) == ("stateless", 1)
+    client.offset, client.keys = 0, []
+    assert len(client.pull()) == 300
+
+
+def test_a_first_release_state_continues(big):
+    """The open pull as the first release stored it (state_data.pull) is continued by any client."""
+    db, token, app, clock = big
+    key = sorted(active_keys(db))[49]
+    old = {"pull": {"id": 17, "mode": "full", "since": 0, "until": 1, "deletions": False, "started": clock["now"],
+                    "next_offset": 50, "after": list(key), "prev_offset": 0, "prev_after": [0, 0], "rows": 50,
+                    "pages": 1, "had_error": False, "fallback_error": None}, "pulls": 17}
+    Client(app, token, limit=1000).pull()  # creates the token's state row
+    db.execute("UPDATE {t:local_alx_api_sync_status} SET state_data = ? WHERE kind = 'api'", (json.dumps(old),))
+    client = Client(app, token, POWER_QUERY)
+    client.offset = 50
+    while not client.done:
+        client.step()
+    assert client.keys == sorted(active_keys(db))[50:] and last_log(db)["pull_id"] == 17
