@@ -1,5 +1,5 @@
 """`python -m bench run [--size small|medium|full] [--db postgresql|sqlite|mariadb] [--repeat N]
-[--soak SECONDS] [--url URL] [--rebuild]`: see BENCHMARKS.md."""
+[--soak SECONDS] [--url URL] [--rebuild]` and `python -m bench parse`: see BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -39,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="database URL (default: alx_bench_<size> on the local server / bench/work/)")
     p.add_argument("--rebuild", action="store_true", help="build the fixture again even if it matches")
     p.add_argument("--no-include", action="store_true", help="do not update BENCHMARKS.md")
+    sub.add_parser("parse", help="parameter parsing time per pair, 100 to 100,000 pairs, against its floor")
     args = parser.parse_args(argv)
+    if args.command == "parse":
+        from bench import parse
+
+        print(parse.report(parse.measure()))
+        return 0
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     size = fixture.SIZES[args.size]
     url = args.url or fixture.default_url(args.db, size.name)

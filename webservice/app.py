@@ -16,7 +16,7 @@ from moodle_core.engines import Engine
 from moodle_core.moodle import Moodle
 from webservice.auth import ConfigCache
 from webservice.registry import Registry, load_registry
-from webservice.rest.server import RestServer
+from webservice.rest.server import ENDPOINT, RestServer
 
 log = logging.getLogger("alx_report_api.web")
 
@@ -71,8 +71,23 @@ def not_found(req, resp, **kwargs):
     resp.text = "Not Found"
 
 
+class AnyMethod:
+    """protocol.md 1: any method other than GET, POST and HEAD is processed like GET. Falcon
+    answers methods it does not route itself (TRACE, WebDAV, unknown words) with its own 405 or
+    400, so the endpoint's requests reach it as GET, the method as sent kept in `alx.method`."""
+
+    def __init__(self, app: falcon.App):
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        method = environ.get("REQUEST_METHOD", "GET")
+        if method not in ("GET", "POST", "HEAD") and environ.get("PATH_INFO") == ENDPOINT:
+            environ["alx.method"], environ["REQUEST_METHOD"] = method, "GET"
+        return self.app(environ, start_response)
+
+
 def create_app(settings: Settings, *, engine: Engine | None = None, clock: Callable[[], int] | None = None,
-               services: list[str] | None = None) -> falcon.App:
+               services: list[str] | None = None) -> AnyMethod:
     """The WSGI app for one Moodle site. `clock` fixes "now" for tests."""
     if engine is None:
         engine = engines.connect(settings.database.url, settings.database.prefix)
@@ -85,11 +100,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None, clock: Calla
     engine.db.close()  # each worker (after the fork) opens its own at its first request
     app = falcon.App(middleware=[Connections(engine)])
     app.req_options.strip_url_path_trailing_slash = False
-    app.add_route("/webservice/rest/server.php", RestServer(site))
+    app.add_route(ENDPOINT, RestServer(site))
     for path, resource in site.registry.routes.items():
         takes_site = resource.__init__ is not object.__init__
         app.add_route(path, resource(site) if takes_site else resource())
     for mount in site.registry.mounts:
         mount(app, site)
     app.add_sink(not_found, "/")
-    return app
+    return AnyMethod(app)

@@ -142,8 +142,10 @@ _USER_COLUMNS = ("id", "username", "auth", "confirmed", "deleted", "suspended", 
 
 def authenticate(engine: Engine, token: str, ip: str, now: int) -> Caller:
     """Token lookup and checks 1–5 of protocol.md 4.3."""
+    # a NUL never occurs in a stored token, and PostgreSQL refuses it in a parameter
     row = engine.execute(f"SELECT {', '.join(_TOKEN_COLUMNS)} FROM {{t:external_tokens}} "
-                         "WHERE token = ? AND tokentype = 0 ORDER BY id LIMIT 1", (token,)).fetchone() if token else None
+                         "WHERE token = ? AND tokentype = 0 ORDER BY id LIMIT 1",
+                         (token,)).fetchone() if token and "\x00" not in token else None
     if row is None:
         raise MoodleException("invalidtoken", "Invalid token - token not found")
     t = dict(zip(_TOKEN_COLUMNS, row, strict=True))

@@ -30,7 +30,8 @@ class RequestLog:
         self.fields.update(values)
 
     def _values(self) -> dict:
-        values = dict(self.fields)
+        # a NUL is stored escaped (PostgreSQL refuses it in text): every request is logged
+        values = {k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in self.fields.items()}
         values["additional_data"] = json.dumps(self.extra, separators=(",", ":")) if self.extra else None
         return values
 

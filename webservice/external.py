@@ -60,7 +60,9 @@ def _cast_scalar(raw, schema: dict):
         raise InvalidParameterException("Scalar type expected, array or object received.")
     param, text = schema["x-param"], str(raw)
     if param == "PARAM_INT":
-        if not re.fullmatch(r"-?[1-9][0-9]*|0", text) or not INT64[0] <= int(text) <= INT64[1]:
+        # at most 19 digits before int(): a longer number is out of range anyway, and Python
+        # refuses to convert one of over 4300 digits
+        if not re.fullmatch(r"-?[1-9][0-9]{0,18}|0", text) or not INT64[0] <= int(text) <= INT64[1]:
             raise _invalid_scalar(text, param)
         return int(text)
     if param in ("PARAM_ALPHANUMEXT", "PARAM_ALPHA"):  # Moodle: a value its cleaning would change is invalid

@@ -1,9 +1,11 @@
 """What only a real server shows: gunicorn workers sharing one database admit exactly the
 rate limit under concurrency (course-progress.md section 12)."""
 
+import http.client
 import json
 import threading
 import time
+import urllib.parse
 import urllib.request
 from urllib.parse import urlencode
 
@@ -61,3 +63,22 @@ def test_probes_and_metrics_aggregate_all_workers(server):
     counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                   if line.startswith(f'alx_report_api_requests_total{{function="{FUNCTION}"'))
     assert counted == 12
+
+
+def test_chunked_bodies_and_any_method_through_gunicorn(server):
+    """Issue 14 (8): a chunked POST body is read like any other; TRACE and unknown methods are
+    processed like GET, answered in Moodle's shape."""
+    url, token = server
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    body = urlencode({"wstoken": token, "wsfunction": "core_webservice_get_site_info",
+                      "moodlewsrestformat": "json"}).encode()
+    conn.request("POST", parts.path, body=iter([body[:10], body[10:]]), encode_chunked=True,
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = conn.getresponse()
+    assert response.status == 200 and json.loads(response.read())["username"]
+    for method in ("TRACE", "PROPFIND", "BREW"):
+        conn.request(method, parts.path + "?moodlewsrestformat=json")
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["errorcode"] == "invalidtoken"
+    conn.close()

@@ -128,6 +128,7 @@ def test_two_scheduled_refreshes_return_the_complete_current_table(site):
     assert not errors and results == [expected(db, companyid)] * 2
     counted = db.scalar("SELECT SUM(counted) FROM {t:local_alx_api_logs} WHERE companyid = ?", (companyid,))
     requests = db.scalar("SELECT COUNT(*) FROM {t:local_alx_api_logs} WHERE companyid = ?", (companyid,))
+    print(f"rows {len(first)} then {len(second)}; {requests} requests, {counted} counted")
     assert counted == 4 and requests > 150  # one unit of the limit of 5 per refresh
     with pytest.raises(PowerQueryError, match="AlxReportApi.ratelimitexceeded: Daily rate limit exceeded"):
         refresh(site_url, token, 6), refresh(site_url, token, 6)

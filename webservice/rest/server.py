@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
+import traceback
 
 import falcon
 import peewee
@@ -22,16 +24,36 @@ from webservice.errors import (
     unexpected,
 )
 from webservice.external import clean_returns, validate_parameters
-from webservice.phpparams import parse_pairs, php_parameters
+from webservice.phpparams import InputLimitError, parse_pairs, php_parameters, too_many
 
 log = logging.getLogger("alx_report_api.rest")
 RESERVED = ("wstoken", "wsfunction", "moodlewsrestformat", "moodlewssettingraw", "moodlewssettingfileurl",
             "moodlewssettingfilter", "moodlewssettinglang", "moodlewssettingtimezone")
+ENDPOINT = "/webservice/rest/server.php"
 MAX_BODY = 8 * 1024 * 1024
+FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+_JSON_FORMAT = re.compile(r"(?:^|&)moodlewsrestformat=json(?:&|$)")
 _BEARER = re.compile(r"^\s*bearer\s+(\S.*?)\s*$", re.IGNORECASE)
 COMMON_HEADERS = (("Cache-Control", "private, must-revalidate, pre-check=0, post-check=0, max-age=0"),
                   ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("Pragma", "no-cache"),
                   ("Accept-Ranges", "none"), ("Access-Control-Allow-Origin", "*"))
+
+
+def as_moodle(exc: Exception, doing: str) -> MoodleException:
+    """The Moodle error for an exception that is not one: the database's own, or
+    `unexpectederror`. Logged once, the traceback cut to its last frames (a RecursionError's
+    runs to hundreds)."""
+    first = str(exc).splitlines()[0][:500] if str(exc) else None
+    if isinstance(exc, peewee.InterfaceError) or (isinstance(exc, peewee.OperationalError) and first
+                                                    and "connect" in first.lower()):
+        log.error("database connection failed in %s: %s", doing, first)
+        return DmlConnectionException(first)
+    if isinstance(exc, peewee.DatabaseError):
+        log.error("database error in %s: %s", doing, first)
+        return DmlReadException(first)
+    log.error("unexpected error in %s: %s: %s\n%s", doing, type(exc).__name__, first,
+              "".join(traceback.format_exception(exc, limit=-8)))
+    return unexpected(f"{type(exc).__name__}: {first}")
 
 
 class RestServer:
@@ -51,26 +73,46 @@ class RestServer:
 
     # -- reading the request -------------------------------------------------------------------
     def _parameters(self, req) -> dict:
-        """Query merged with the body at the top level: a name in both takes the body's whole value."""
-        merged = php_parameters(parse_pairs(req.query_string or ""))
+        """Query merged with the body at the top level: a name in both takes the body's whole
+        value. Too many variables or too deep a name raise InputLimitError (PHP's limits)."""
+        limits = self.site.settings.webservice
+        merged = php_parameters(parse_pairs(req.query_string or "", limits.max_input_vars),
+                                limits.max_input_nesting_level)
         if req.method == "POST":
-            merged.update(php_parameters(self._body_pairs(req)))
+            merged.update(php_parameters(self._body_pairs(req, limits.max_input_vars), limits.max_input_nesting_level))
         return merged
 
-    def _body_pairs(self, req) -> list[tuple[str, str]]:
+    def _body_pairs(self, req, max_vars: int) -> list[tuple[str, str]]:
         kind = (req.content_type or "").split(";")[0].strip().lower()
-        if (req.content_length or 0) > MAX_BODY:
+        if (req.content_length or 0) > MAX_BODY or kind not in FORMS:
             return []
+        if req.content_length is None:  # a chunked body: read to its end, at most MAX_BODY
+            raw = req.stream.read(MAX_BODY + 1)
+            if len(raw) > MAX_BODY:
+                return []
+            req.stream = req.env["wsgi.input"] = io.BytesIO(raw)
+            req.env["CONTENT_LENGTH"] = str(len(raw))
         if kind == "application/x-www-form-urlencoded":
             raw = req.bounded_stream.read()
-            return parse_pairs(raw.decode("latin-1")) if raw else []
-        if kind == "multipart/form-data":
-            pairs = []
+            return parse_pairs(raw.decode("latin-1"), max_vars) if raw else []
+        return self._multipart_pairs(req, max_vars)
+
+    def _multipart_pairs(self, req, max_vars: int) -> list[tuple[str, str]]:
+        """The text fields of a multipart body. A malformed body keeps the fields read before the
+        fault (PHP skips what it cannot parse); a part whose name is not UTF-8 is skipped."""
+        pairs = []
+        try:
             for part in req.get_media():
-                if part.name is not None and not part.filename:
-                    pairs.append((part.name, part.get_text() or ""))
-            return pairs
-        return []
+                try:
+                    if part.name is not None and not part.filename:
+                        pairs.append((part.name, part.get_text() or ""))
+                except (UnicodeDecodeError, falcon.MediaMalformedError):
+                    continue
+                if len(pairs) > max_vars:
+                    raise too_many(max_vars)
+        except (falcon.MediaMalformedError, falcon.HTTPError) as exc:
+            log.info("malformed multipart body: %s", exc)
+        return pairs
 
     def _token(self, req, params: dict) -> tuple[str, str]:
         """(token, how it came): wstoken, else an Authorization: Bearer header."""
@@ -94,16 +136,25 @@ class RestServer:
             QUERY_COMPANY.reset(company)
 
     def _handle(self, req, resp, db_ms: list[float]) -> None:
+        """Every answer is Moodle-shaped (or the 403 of a disabled site), whatever arrives and
+        whatever fails; every request writes its log row."""
         site = self.site
         started = time.perf_counter()
         now = site.clock()
+        method = req.env.get("alx.method", req.method)
         ip = auth.client_ip(req.remote_addr or "", req.get_header("X-Forwarded-For"),
                             site.settings.webservice.trusted_proxies)
         request_log = RequestLog(site.engine)
         request_log.set(userid=0, companyid=0, company_shortname="unknown", endpoint="", record_count=0,
                         timeaccessed=now, ip_address=ip[:45], user_agent=(req.user_agent or "unknown")[:255],
                         counted=0, response_bytes=0)
-        if not auth.webservices_enabled(site.config):
+        request_log.extra.update(request_method=method)
+        early: MoodleException | None = None
+        try:
+            enabled = auth.webservices_enabled(site.config)
+        except Exception as exc:  # the database is down: answered as Moodle would, below
+            enabled, early = True, as_moodle(exc, "reading the site configuration")
+        if not enabled:
             resp.status = falcon.HTTP_403
             resp.content_type = "text/html; charset=UTF-8"
             resp.data = b""
@@ -111,33 +162,34 @@ class RestServer:
                             response_time_ms=round((time.perf_counter() - started) * 1000, 2))
             request_log.write()
             return
-        params = self._parameters(req)
+        try:
+            params = self._parameters(req)
+        except InputLimitError as exc:
+            raw = (req.query_string or "") + "&" + req.env.get("alx.body", b"").decode("latin-1")
+            params = {"moodlewsrestformat": "json"} if _JSON_FORMAT.search(raw) else {}
+            early = early or InvalidParameterException(str(exc))
         fmt = "json" if params.get("moodlewsrestformat") == "json" else "xml"
         function = params.get("wsfunction") if isinstance(params.get("wsfunction"), str) else ""
         token, how = self._token(req, params)
         request_log.set(endpoint=function[:255], token_hash=token_hash(token) if token else None)
-        request_log.extra.update(request_method=req.method, format=fmt, auth=how)
+        request_log.extra.update(format=fmt, auth=how)
         for name in RESERVED:
             params.pop(name, None)
-        call = Call(site.engine, site.moodle, site.settings, site.config, site.timezone, req.method, ip, now,
+        call = Call(site.engine, site.moodle, site.settings, site.config, "UTC", method, ip, now,
                     started, function, request_log, site_versions=site.registry.versions,
                     user_agent=req.user_agent or "", pull_id=req.get_header("X-ALX-Pull-Id") or None)
         schema = None
         try:
             try:
+                if early is not None:
+                    raise early
+                call.timezone = site.timezone
                 result, schema = self._run(call, token, function, params)
                 body = render.to_json(result) if fmt == "json" else render.to_xml(result, schema)
             except MoodleException:
                 raise
-            except peewee.InterfaceError as exc:
-                log.exception("database connection failed")
-                raise DmlConnectionException(str(exc).splitlines()[0] if str(exc) else None) from exc
-            except peewee.DatabaseError as exc:
-                log.exception("database error")
-                raise DmlReadException(str(exc).splitlines()[0] if str(exc) else None) from exc
             except Exception as exc:
-                log.exception("unexpected error in %s", function)
-                raise unexpected(f"{type(exc).__name__}: {exc}") from exc
+                raise as_moodle(exc, function) from exc
         except MoodleException as exc:
             body = render.error_json(exc, call.debug) if fmt == "json" else render.error_xml(exc, call.debug)
             request_log.set(error_message=exc.message, errorcode=exc.errorcode, record_count=0)
@@ -168,7 +220,8 @@ class RestServer:
         if not function:
             raise InvalidParameterException("Missing function name")
         implemented = site.registry.functions.get(function)
-        known = engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?", (function,)) is not None
+        known = "\x00" not in function and engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?",
+                                                      (function,)) is not None
         if implemented is None or not known:
             if known:
                 log.warning("function %s is in external_functions but not implemented by this service", function)
