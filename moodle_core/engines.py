@@ -12,8 +12,10 @@ import logging
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
 import peewee
@@ -21,6 +23,9 @@ import peewee
 from moodle_core.config import ConfigError
 
 log = logging.getLogger("alx_report_api.db")
+T = TypeVar("T")
+RETRY_HOOKS: list[Callable[[], None]] = []  # called at each retry (the plugin counts them in its metrics)
+DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)  # what the database, not our code, raised
 
 SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql",
            "mariadb": "mariadb", "mysql": "mariadb"}
@@ -201,6 +206,25 @@ class Engine:
     def transient(self, exc: BaseException) -> bool:
         """Errors worth retrying: lost connections, deadlocks, lock timeouts, busy files."""
         return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError))
+
+    def retrying(self, unit: Callable[[], T], attempts: int, base_delay: float, what: str) -> T:
+        """Run one unit of database work (a statement, or a whole transaction, which rolls back
+        when it fails) up to `attempts` times: after a transient error wait base_delay × 2^(n−1),
+        reconnect and run it again (sync-and-cache.md 10). The last error is raised; every retry
+        is counted by RETRY_HOOKS."""
+        for attempt in range(attempts):
+            try:
+                return unit()
+            except Exception as exc:
+                if not self.transient(exc) or attempt == attempts - 1:
+                    raise
+                log.warning("%s failed (attempt %d of %d), retrying: %s", what, attempt + 1, attempts,
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                for hook in RETRY_HOOKS:
+                    hook()
+                time.sleep(base_delay * 2 ** attempt)
+                self.reconnect()
+        raise AssertionError("attempts must be at least 1")
 
     # -- DDL ------------------------------------------------------------------------------
     # XMLDB → SQL type mapping of settings.md section 3: int widths (smallest length first match)

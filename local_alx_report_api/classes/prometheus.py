@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import time
 
@@ -21,6 +22,10 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from local_alx_report_api.classes import health, metrics
 from local_alx_report_api.classes.installer import plugin_tables
 from local_alx_report_api.classes.ratelimit import day_bounds
+from moodle_core import engines
+from moodle_core.engines import DATABASE_ERRORS
+
+log = logging.getLogger(__name__)
 
 FUNCTIONS = ("local_alx_report_api_get_course_progress", "core_webservice_get_site_info")
 REQUESTS = Counter("alx_report_api_requests_total", "Requests", ["function", "outcome"])
@@ -32,6 +37,7 @@ CACHE = Counter("alx_report_api_cache_lookups_total", "Cache lookups", ["result"
 REJECTIONS = Counter("alx_report_api_rate_limit_rejections_total", "ratelimitexceeded answers")
 FALLBACK = Counter("alx_report_api_live_fallback_total", "Pages served from live data", ["reason"])
 RETRIES = Counter("alx_report_api_db_retries_total", "Database retries")
+engines.RETRY_HOOKS.append(RETRIES.inc)
 
 
 def observe(call) -> None:
@@ -62,8 +68,12 @@ class DatabaseCollector:
             return iter(self._cached)
         try:
             families = self._families()
-        except Exception:  # the database is down: say so, keep serving the rest
+        except DATABASE_ERRORS as exc:  # the database is down: say so, keep serving the rest
+            log.warning("metrics: the database did not answer: %s", str(exc).splitlines()[0] if str(exc) else exc)
             families = [GaugeMetricFamily("alx_report_api_database_up", "Database answered", value=0)]
+        except Exception:  # a bug: logged, and not reported as a database outage
+            log.exception("metrics: reading the database gauges failed")
+            families = []
         families.append(GaugeMetricFamily("alx_report_api_up", "Always 1", value=1))
         self._cached, self._at = families, time.monotonic()
         return iter(families)

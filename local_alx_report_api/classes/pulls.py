@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -17,7 +16,7 @@ import peewee
 from local_alx_report_api.classes import sequence
 from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows
 from local_alx_report_api.classes.reporting import hundredths
-from moodle_core.engines import Engine
+from moodle_core.engines import DATABASE_ERRORS, Engine
 
 log = logging.getLogger(__name__)
 FUNCTION = "local_alx_report_api_get_course_progress"
@@ -379,21 +378,16 @@ def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts
     Transient database errors are retried with backoff; a read that still fails is answered
     from live data and marks the pull as failed (sync-and-cache.md 8 and 10)."""
     _ensure_state(engine, req)
-    failure: Exception | None = None
-    for attempt in range(attempts):
-        try:
-            with engine.write_transaction():
-                return _unit(engine, req, read_table, to_elements, None, free)
-        except NotANextPage:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified below
-            failure = exc
-            if not engine.transient(exc) or attempt == attempts - 1:
-                break
-            log.warning("page read failed (attempt %d of %d): %s", attempt + 1, attempts, exc)
-            time.sleep(base_delay * 2 ** attempt)
-            engine.reconnect()
-    log.error("reporting table read failed; answering from live data: %s", failure)
+
+    def unit():
+        with engine.write_transaction():
+            return _unit(engine, req, read_table, to_elements, None, free)
+
+    try:
+        return engine.retrying(unit, attempts, base_delay, "page read")
+    except DATABASE_ERRORS as exc:  # only the database's errors: a bug is raised as it is
+        log.error("reporting table read failed; answering from live data", exc_info=True)
+        failure = exc
     with engine.write_transaction():
         return _unit(engine, req, read_table, to_elements, type(failure).__name__, free)
 

@@ -3,6 +3,7 @@ and reporting it; busy companies wait for the next reconcile, a stopped one resu
 
 from __future__ import annotations
 
+import logging
 import time
 
 from local_alx_report_api.classes import company_state, inline_alerts
@@ -11,12 +12,13 @@ from local_alx_report_api.classes.reporting import INF, full_sync
 from moodle_core.engines import LockBusy
 
 EXAMPLES = 20
+log = logging.getLogger(__name__)
 
 
 def execute(env, *, companies=None, time_budget: int | None = None) -> dict:
     budget = env.plugin.reconcile_max_time if time_budget is None else time_budget
     began = time.monotonic()
-    summary = {"companies": 0, "busy": 0, "drift": 0, "stopped": False}
+    summary = {"companies": 0, "busy": 0, "failed": 0, "drift": 0, "stopped": False}
     for company in companies or env.moodle.companies():
         if time.monotonic() - began >= budget or env.should_stop():
             summary["stopped"] = True
@@ -28,11 +30,19 @@ def execute(env, *, companies=None, time_budget: int | None = None) -> dict:
             env.say(f"Company {company.id} ({company.shortname}) is busy; reconciled next time")
             summary["busy"] += 1
             continue
+        except Exception as exc:  # one company's failure never stops the others (issue 14, 12)
+            log.exception("reconcile of company %s failed", company.id)
+            env.say(f"Company {company.id} ({company.shortname}) failed: {type(exc).__name__}: {exc}"[:500])
+            summary["failed"] += 1
+            continue
         if drift is None:
             summary["stopped"] = True
             break
         summary["companies"] += 1
         summary["drift"] += drift
+    if summary["failed"]:  # the task fails (fail delay, task alert) once the others are done
+        raise RuntimeError(f"reconcile failed for {summary['failed']} of {summary['failed'] + summary['companies']} "
+                           "companies; the others were reconciled")
     return summary
 
 

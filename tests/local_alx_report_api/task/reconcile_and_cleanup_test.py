@@ -3,11 +3,13 @@ cleanup_task deletes exactly what tasks.md 8 lists."""
 
 import hashlib
 
+import pytest
+
 from local_alx_report_api.classes import company_state
 from local_alx_report_api.task import cleanup_task, reconcile_task
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.oracle import expected_rows, stored
-from tests.sites import NOW, full_company, new_site, worked_examples
+from tests.sites import NOW, acme_and_globex, full_company, new_site, worked_examples
 from tests.tasks import task_env
 
 DAY = 86400
@@ -81,3 +83,19 @@ def test_cleanup_deletes_exactly_the_expired_and_old_rows(db):
     # log_retention_days = 0 keeps logs forever
     _log(db, 1)
     assert cleanup_task.execute(task_env(db, NOW, local_alx_report_api__log_retention_days=0))["logs"] == 0
+
+
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)  # only SQLite stores an unreadable number
+def test_one_failing_company_does_not_stop_the_others(db):
+    """Issue 14 (12): an unreadable row in company 5 fails company 5 only; company 6 is reconciled,
+    and the task fails at the end (its fail delay and alert) saying so."""
+    acme_and_globex(db)  # globex (6) shares course 12 and learner 101
+    sync_task.execute(task_env(db, NOW))
+    db.execute("UPDATE {t:local_alx_api_reporting} SET percentage = 'not a number' WHERE companyid = 5 AND "
+               "userid = 101")
+    db.execute("DELETE FROM {t:local_alx_api_reporting} WHERE companyid = 6")  # drift to heal
+    lines = []
+    with pytest.raises(RuntimeError, match="reconcile failed for 1 of 2 companies"):
+        reconcile_task.execute(task_env(db, NOW + 10, lines))
+    assert stored(db, 6) == expected_rows(db, 6, NOW + 10) != {}
+    assert any(line.startswith("Company 5 (acme) failed:") for line in lines)
