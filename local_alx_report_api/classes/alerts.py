@@ -22,13 +22,15 @@ NO_CHANNEL = "No channel is configured: set [local_alx_report_api] alert_emails 
 def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity: str, subject: str, message: str,
                 data: dict, companyid: int = 0) -> int | None:
     """Store an alert or count it on the open (or cooling-down) one; returns the id of a new row.
+    Decided under a named lock, so concurrent raisers of one subject make one alert.
 
     Never raises: an alert that cannot be stored goes to the process log."""
     plugin = settings.local_alx_report_api
     if not plugin.enable_alerting:
         return None
     try:
-        with engine.db.atomic():
+        # under a lock per (type, subject): two raisers never both find no open alert and insert
+        with engine.locked_transaction(f"alert_{alert_type}_{subject}"):
             same = ("SELECT id FROM {t:local_alx_api_alerts} WHERE alert_type = ? AND severity = ? AND subject = ? "
                     "AND resolved = ? ORDER BY id DESC LIMIT 1")
             existing = engine.scalar(same, (alert_type, severity, subject, 0))

@@ -5,7 +5,6 @@ reconcile drift."""
 from __future__ import annotations
 
 from local_alx_report_api.classes import alerts
-from local_alx_report_api.classes.ratelimit import day_bounds
 
 
 def after_request(call) -> None:
@@ -28,12 +27,9 @@ def after_request(call) -> None:
 
 
 def _rate_limit(call) -> None:
-    """Condition 5: only the user's first rejection of the day raises."""
-    start, end = day_bounds(call.now, call.timezone)
-    earlier = call.engine.scalar(
-        "SELECT COUNT(*) FROM {t:local_alx_api_logs} WHERE userid = ? AND errorcode = 'ratelimitexceeded' "
-        "AND timeaccessed >= ? AND timeaccessed < ?", (call.caller.userid, start, end))
-    if int(earlier) > 1:  # this request's own row is already written
+    """Condition 5: only the user's first rejection of the day raises (decided at admission,
+    under the user's lock)."""
+    if not (call.rate or {}).get("first_rejection"):
         return
     user = call.caller.user
     company = call.company.name if call.company else "no company"

@@ -55,6 +55,12 @@ def counted_today(engine, userid: int, start: int, end: int) -> int:
         "AND counted = 1", (userid, start, end)))
 
 
+def rejected_today(engine, userid: int, start: int, end: int) -> int:
+    return int(engine.scalar(
+        "SELECT COUNT(*) FROM {t:local_alx_api_logs} WHERE userid = ? AND timeaccessed >= ? AND timeaccessed < ? "
+        "AND errorcode = 'ratelimitexceeded'", (userid, start, end)))
+
+
 def admit(call, settings=None) -> None:
     """Step 5: admit the request (its log row is written at once with counted = 1) or reject it.
 
@@ -72,6 +78,10 @@ def admit(call, settings=None) -> None:
                 call.log.set(counted=1)
                 call.log.insert()
                 count += 1
+            else:  # the rejection is logged under the same lock: exactly one is the day's first
+                call.rate["first_rejection"] = rejected_today(call.engine, call.caller.userid, start, end) == 0
+                call.log.set(counted=0, errorcode="ratelimitexceeded", error_message=get_string("ratelimitexceeded"))
+                call.log.insert()
     except MoodleException:
         raise
     except Exception as exc:
