@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 from local_alx_report_api import settings as plugin_settings
 from local_alx_report_api.classes import inline_alerts, installer, jobs, webservice_setup
+from local_alx_report_api.classes.outage import OutageGuard
 from local_alx_report_api.classes.populate import populate
 from moodle_core import engines, generator
 from moodle_core.config import ConfigError, settings_path
@@ -104,6 +105,7 @@ class Context:
         db = self.settings.database
         self.engine = engines.connect(db.url, db.prefix, create=create)
         self.engine.slow_query_ms = self.settings.local_alx_report_api.slow_query_ms
+        self.engine.retry_attempts, self.engine.retry_base_delay = db.retry_attempts, db.retry_base_delay
         self._moodle = None
 
     @property
@@ -305,14 +307,17 @@ def _cron(ctx: Context, args, stop) -> int:
         manager.run_pass(max_runtime, should_stop=stop)
         jobs.run_queued(env, should_stop=stop, deadline=deadline)
 
-    cron_pass()
     if args.keep_alive is None:
+        cron_pass()
         return 0
+    # kept alive through database outages and bugs: the runner never stops by itself (issue 14)
+    guard = OutageGuard(ctx.engine, ctx.settings, lambda: int(time.time()))
+    guard.run(cron_pass, "cron pass")
     stop_at = time.monotonic() + args.keep_alive if args.keep_alive else float("inf")
     runner = schedule.Scheduler()
-    runner.every().minute.at(":00").do(cron_pass)
-    runner.every(ctx.settings.cron.job_poll_seconds).seconds.do(
-        lambda: jobs.run_queued(env, should_stop=stop, deadline=time.monotonic() + max_runtime))
+    runner.every().minute.at(":00").do(lambda: guard.run(cron_pass, "cron pass"))
+    runner.every(ctx.settings.cron.job_poll_seconds).seconds.do(lambda: guard.run(
+        lambda: jobs.run_queued(env, should_stop=stop, deadline=time.monotonic() + max_runtime), "job poll"))
     while not stop() and time.monotonic() < stop_at:
         runner.run_pending()
         time.sleep(max(0.0, min(1.0, stop_at - time.monotonic())))

@@ -106,9 +106,16 @@ class Engine:
         return text if self.db.param == "?" else text.replace("%", "%%").replace("?", self.db.param)
 
     def execute(self, text: str, params=()):
-        return self._run(self.sql(text), tuple(params))
+        """One statement. Outside a transaction it is a unit of work of its own: a transient
+        error (a lost connection, a busy file) is retried `retry_attempts` times in all."""
+        sql, values = self.sql(text), tuple(params)
+        if self.retry_attempts > 1 and not self.db.in_transaction():
+            return self.retrying(lambda: self._run(sql, values), self.retry_attempts, self.retry_base_delay,
+                                 "a statement")
+        return self._run(sql, values)
 
     slow_query_ms = 1000  # set from settings by the composition root
+    retry_attempts, retry_base_delay = 1, 1.0  # likewise ([database] retry_attempts, retry_base_delay)
 
     def _run(self, sql: str, params):
         """Every statement is timed: summed into the request's database time and, when slower
@@ -223,7 +230,10 @@ class Engine:
                 for hook in RETRY_HOOKS:
                     hook()
                 time.sleep(base_delay * 2 ** attempt)
-                self.reconnect()
+                try:
+                    self.reconnect()
+                except Exception:  # noqa: BLE001 - still down: the next attempt says so
+                    pass
         raise AssertionError("attempts must be at least 1")
 
     # -- DDL ------------------------------------------------------------------------------

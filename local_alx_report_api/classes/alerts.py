@@ -8,7 +8,7 @@ import logging
 import socket
 from dataclasses import dataclass
 
-from moodle_core.engines import Engine
+from moodle_core.engines import DATABASE_ERRORS, Engine
 
 log = logging.getLogger(__name__)
 RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -19,40 +19,74 @@ TEST_MESSAGE = ("This is a TEST alert from ALX Report API. If you receive this e
 NO_CHANNEL = "No channel is configured: set [local_alx_report_api] alert_emails or enable [sms]."
 
 
+_PENDING: list[dict] = []  # alerts this process could not store while the database was down
+MAX_PENDING = 200
+
+
 def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity: str, subject: str, message: str,
                 data: dict, companyid: int = 0) -> int | None:
     """Store an alert or count it on the open (or cooling-down) one; returns the id of a new row.
     Decided under a named lock, so concurrent raisers of one subject make one alert.
 
-    Never raises: an alert that cannot be stored goes to the process log."""
-    plugin = settings.local_alx_report_api
-    if not plugin.enable_alerting:
+    Never raises: an alert that cannot be stored because the database is down is kept by the
+    process and stored by its next raise_alert or flush_pending (nothing is lost); any other
+    failure goes to the process log."""
+    if not settings.local_alx_report_api.enable_alerting:
         return None
+    alert = {"now": now, "alert_type": alert_type, "severity": severity, "subject": subject, "message": message,
+             "data": data, "companyid": companyid}
+    flush_pending(engine, settings)
     try:
-        # under a lock per (type, subject): two raisers never both find no open alert and insert
-        with engine.locked_transaction(f"alert_{alert_type}_{subject}"):
-            same = ("SELECT id FROM {t:local_alx_api_alerts} WHERE alert_type = ? AND severity = ? AND subject = ? "
-                    "AND resolved = ? ORDER BY id DESC LIMIT 1")
-            existing = engine.scalar(same, (alert_type, severity, subject, 0))
-            if existing is None and plugin.alert_cooldown:
-                existing = engine.scalar(
-                    "SELECT id FROM {t:local_alx_api_alerts} WHERE alert_type = ? AND severity = ? AND subject = ? "
-                    "AND resolved = 1 AND timecreated > ? ORDER BY id DESC LIMIT 1",
-                    (alert_type, severity, subject, now - plugin.alert_cooldown * 60))
-            if existing is not None:
-                engine.execute("UPDATE {t:local_alx_api_alerts} SET occurrences = occurrences + 1, lastseen = ? "
-                               "WHERE id = ?", (now, existing))
-                return None
-            notified = PENDING if RANK[severity] >= RANK[plugin.alert_threshold] else NOT_REQUIRED
-            return engine.insert("local_alx_api_alerts", {
-                "alert_type": alert_type, "severity": severity, "message": message,
-                "alert_data": json.dumps(data, separators=(",", ":"), default=str), "hostname": socket.gethostname(),
-                "timecreated": now, "resolved": 0, "companyid": companyid, "subject": subject, "occurrences": 1,
-                "lastseen": now, "timeresolved": None, "resolvedby": 0, "resolution_note": None,
-                "notified": notified})
+        return _store(engine, settings, **alert)
+    except DATABASE_ERRORS as exc:
+        if len(_PENDING) < MAX_PENDING:
+            _PENDING.append(alert)
+        log.warning("alert %s/%s/%s kept until the database answers (%s): %s", alert_type, severity, subject,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__, message)
     except Exception:  # an alert is never worth failing the work that raised it
         log.exception("could not store alert %s/%s/%s: %s", alert_type, severity, subject, message)
-        return None
+    return None
+
+
+def flush_pending(engine: Engine, settings) -> int:
+    """Store the alerts kept while the database was down, oldest first; returns how many."""
+    stored = 0
+    while _PENDING:
+        try:
+            _store(engine, settings, **_PENDING[0])
+        except DATABASE_ERRORS:
+            break
+        except Exception:
+            log.exception("could not store kept alert %s", _PENDING[0])
+        _PENDING.pop(0)
+        stored += 1
+    return stored
+
+
+def _store(engine: Engine, settings, *, now: int, alert_type: str, severity: str, subject: str, message: str,
+           data: dict, companyid: int) -> int | None:
+    plugin = settings.local_alx_report_api
+    # under a lock per (type, subject): two raisers never both find no open alert and insert
+    with engine.locked_transaction(f"alert_{alert_type}_{subject}"):
+        same = ("SELECT id FROM {t:local_alx_api_alerts} WHERE alert_type = ? AND severity = ? AND subject = ? "
+                "AND resolved = ? ORDER BY id DESC LIMIT 1")
+        existing = engine.scalar(same, (alert_type, severity, subject, 0))
+        if existing is None and plugin.alert_cooldown:
+            existing = engine.scalar(
+                "SELECT id FROM {t:local_alx_api_alerts} WHERE alert_type = ? AND severity = ? AND subject = ? "
+                "AND resolved = 1 AND timecreated > ? ORDER BY id DESC LIMIT 1",
+                (alert_type, severity, subject, now - plugin.alert_cooldown * 60))
+        if existing is not None:
+            engine.execute("UPDATE {t:local_alx_api_alerts} SET occurrences = occurrences + 1, lastseen = ? "
+                           "WHERE id = ?", (now, existing))
+            return None
+        notified = PENDING if RANK[severity] >= RANK[plugin.alert_threshold] else NOT_REQUIRED
+        return engine.insert("local_alx_api_alerts", {
+            "alert_type": alert_type, "severity": severity, "message": message,
+            "alert_data": json.dumps(data, separators=(",", ":"), default=str), "hostname": socket.gethostname(),
+            "timecreated": now, "resolved": 0, "companyid": companyid, "subject": subject, "occurrences": 1,
+            "lastseen": now, "timeresolved": None, "resolvedby": 0, "resolution_note": None,
+            "notified": notified})
 
 
 def resolve(engine: Engine, now: int, *, alert_type: str, subject: str, by: int = 0, note: str = AUTO_NOTE) -> int:

@@ -10,6 +10,8 @@ from local_alx_report_api.classes import alerts
 def after_request(call) -> None:
     """Hook of the REST server, run after the request's log row is written."""
     code = call.log.fields.get("errorcode")
+    if code != "dbconnectionfailed":  # the database answers again: store alerts kept meanwhile
+        alerts.flush_pending(call.engine, call.settings)
     if code == "ratelimitexceeded":
         _rate_limit(call)
     elif code == "invalidtoken":
