@@ -82,25 +82,43 @@ def _typed(data: str | None) -> str:
         return ""
 
 
+_DUMMY: list[str] = []  # a bcrypt hash checked for unknown users, so timing tells nothing
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY:
+        _DUMMY.append(bcrypt.hashpw(b"not a password", bcrypt.gensalt(10)).decode())  # Moodle's cost
+    return _DUMMY[0]
+
+
 def attempt(engine: Engine, moodle: Moodle, settings, *, username: str, password: str, ip: str, user_agent: str,
             now: int) -> tuple[Admin | None, str | None]:
-    """(admin, None) on success, else (None, the message to show). Every attempt is logged."""
+    """(admin, None) on success, else (None, the message to show). Every attempt is logged.
+
+    The lockout count, the password check and the log row happen under a lock per (username, IP),
+    so concurrent tries get exactly `login_max_failures` password checks; a password is checked
+    whoever the username names (a dummy hash for unknown users), so the answer time does not say
+    which usernames are site admins (issue 14)."""
     admin_cfg = settings.admin
     typed = username.strip()[:100]  # Moodle's username length; what is logged stays small
     window, limit = admin_cfg.login_lockout_minutes, admin_cfg.login_max_failures
-    row = engine.rows("SELECT id, password, suspended, auth FROM {t:user} WHERE username = ? AND mnethostid = ? "
-                      "AND deleted = 0", (typed.lower(), int(moodle.config("mnet_localhost_id") or 1)))
-    userid = int(row[0][0]) if row else 0
-    past = failures(engine, typed, ip, now, window)
-    if len(past) >= limit:
-        minutes = max(1, math.ceil((past[-limit] + window * 60 - now) / 60))
-        message = LOCKED.format(n=minutes)
-        _log(engine, now, userid, ip, user_agent, typed, "loginlocked", message)
+    with engine.locked_transaction(f"login_{typed.lower()}_{ip}", timeout=30):
+        row = engine.rows("SELECT id, password, suspended, auth FROM {t:user} WHERE username = ? AND mnethostid = ? "
+                          "AND deleted = 0", (typed.lower(), int(moodle.config("mnet_localhost_id") or 1)))
+        userid = int(row[0][0]) if row else 0
+        past = failures(engine, typed, ip, now, window)
+        if len(past) >= limit:
+            minutes = max(1, math.ceil((past[-limit] + window * 60 - now) / 60))
+            message = LOCKED.format(n=minutes)
+            _log(engine, now, userid, ip, user_agent, typed, "loginlocked", message)
+        else:
+            message = None
+            matches = password_matches(row[0][1] if row else _dummy_hash(), password, admin_cfg.password_peppers)
+            ok = bool(row) and matches and _usable(row[0][2], row[0][3], 0) and userid in _siteadmins(moodle)
+            _log(engine, now, userid, ip, user_agent, typed, *((None, None) if ok else ("invalidlogin", INVALID)))
+    if message is not None:
         _lockout_alert(engine, settings, now, typed, len(past), ip)
         return None, message
-    ok = (bool(row) and _usable(row[0][2], row[0][3], 0) and userid in _siteadmins(moodle)
-          and password_matches(row[0][1], password, admin_cfg.password_peppers))
-    _log(engine, now, userid, ip, user_agent, typed, *((None, None) if ok else ("invalidlogin", INVALID)))
     if ok:
         return site_admin(engine, moodle, userid), None
     if len(past) + 1 >= limit:

@@ -34,7 +34,9 @@ class Form:
 
     @classmethod
     def parse(cls, text: str) -> Form:
-        return cls(parse_qs(text, keep_blank_values=True))
+        """Fields of a query string or form body. A NUL (which no database column may hold and no
+        valid value contains) becomes U+FFFD, so the value fails validation like any typo."""
+        return cls(parse_qs(text.replace("\x00", "\ufffd").replace("%00", "%EF%BF%BD"), keep_blank_values=True))
 
     def get(self, name: str, default: str = "") -> str:
         return self.pairs.get(name, [default])[0]
@@ -120,7 +122,7 @@ class Ctx:
     def __init__(self, cc: ControlCenter, req: falcon.Request, resp: falcon.Response, admin, payload: dict | None):
         self.cc, self.req, self.resp, self.admin, self.payload = cc, req, resp, admin, payload
         self.now = cc.now()
-        self.query = Form(parse_qs(req.query_string or "", keep_blank_values=True))
+        self.query = Form.parse(req.query_string or "")
         self.form = Form({})
         self.notice = None
         self.flash: dict | None = None

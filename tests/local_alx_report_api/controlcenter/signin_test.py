@@ -241,3 +241,58 @@ def test_prefix_without_slash(db, site):
     assert admin_app(db, NOW, admin__enabled="false").get(PREFIX, expect_errors=True).status_int == 404
     assert admin_app(db, NOW, admin__secret_key="").get(PREFIX + "/static/controlcenter.css",
                                                         expect_errors=True).status_int == 503
+
+
+def test_concurrent_tries_get_exactly_the_allowed_password_checks(db, site):
+    """Issue 14 (10): 40 simultaneous wrong passwords for one username from one IP: exactly
+    login_max_failures (5) are checked, the rest are refused as locked."""
+    import threading
+
+    from local_alx_report_api import settings as plugin_settings
+    from local_alx_report_api.controlcenter import signin
+    from moodle_core import engines
+    from moodle_core.moodle import Moodle
+
+    settings = plugin_settings.load(None, {"ALX_ADMIN_SECRET_KEY": SECRET})
+    connections = [engines.connect(db.url, db.prefix) for _ in range(8)]
+    barrier, answers = threading.Barrier(40), []
+
+    def attempt(i):
+        engine = connections[i % 8]
+        barrier.wait()
+        answers.append(signin.attempt(engine, Moodle(engine), settings, username="admin", password="wrong",
+                                      ip="10.1.1.1", user_agent="t", now=NOW)[1])
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(40)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for c in connections:
+        c.db.close()
+    codes = [code for _, code, _, _ in logs(db)]
+    assert len(answers) == 40 and codes.count("invalidlogin") == 5 and codes.count("loginlocked") == 35
+
+
+@pytest.mark.parametrize("username", ["nobody", "manager", "admin"])
+def test_every_attempt_checks_a_password(db, site, username, monkeypatch):
+    """Unknown users and users who are not site admins cost a password check like an admin does,
+    so the answer time does not tell them apart (bcrypt counted at the library's edge)."""
+    import bcrypt
+
+    calls = []
+    real = bcrypt.checkpw
+    monkeypatch.setattr(bcrypt, "checkpw", lambda *a: calls.append(1) or real(*a))
+    assert sign_in(admin_app(db, NOW), username, "wrong").status_int == 200
+    assert len(calls) == 1
+
+
+def test_nul_in_forms_and_filters_is_an_ordinary_wrong_value(db, site):
+    app = admin_app(db, NOW)
+    assert sign_in(app, "ad\x00min", "x").status_int == 200  # no such user
+    assert sign_in(app).status_int == 303
+    assert app.get(PREFIX + "/logs?user=a%00b&function=x%00").status_int == 200
+    form = app.get(PREFIX + "/tokens").forms["create-token"]
+    form["username"] = "ad\x00min"
+    resp = form.submit(expect_errors=True)
+    assert resp.status_int == 200 and "There is no user with the username" in resp.text
