@@ -90,6 +90,7 @@ DECLARATIONS = [
     _s("admin", "secret_key", "string", "", "Signs login cookies and CSRF tokens (>= 32 characters).",
        secret=True, min_length=32),
     _s("admin", "login_minutes", "int", 120, "Sign-in expiry without a request.", min=5, max=1440),
+    _s("admin", "login_max_hours", "int", 24, "Sign-in expiry however active (an absolute lifetime).", min=1, max=720),
     _s("admin", "password_peppers", "list", [], "Moodle passwordpeppers, newest first.", secret=True),
     _s("admin", "login_max_failures", "int", 5, "Failed sign-ins before lockout.", min=1),
     _s("admin", "login_lockout_minutes", "int", 15, "Lockout length and counting window.", min=1),

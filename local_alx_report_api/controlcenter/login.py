@@ -50,13 +50,15 @@ class Login(Page):
         if admin is None:
             return ctx.render("login.html", title="Sign in", next=target, username=ctx.form.get("username").strip(),
                               error=error, login_sesskey=self._prelogin(ctx))
-        ctx.admin, ctx.payload = admin, session.signed_in(admin.id, ctx.now)  # the cookie is set by Page
+        ctx.admin, ctx.payload = admin, signin.new_session(ctx.engine, settings, admin, ctx.now)  # set by Page
         ctx.resp.unset_cookie(session.PRELOGIN, path=PREFIX + "/")
         ctx.redirect(target)
 
 
 class Logout(Page):
     def post(self, ctx: Ctx) -> None:
+        if ctx.admin is not None:  # ended on the server: a copy of the cookie no longer works
+            signin.end_sessions(ctx.engine, ctx.admin.id, ctx.now)
         ctx.admin = ctx.payload = None  # not renewed
         ctx.resp.unset_cookie(session.COOKIE, path=PREFIX + "/")
         ctx.redirect("/login")

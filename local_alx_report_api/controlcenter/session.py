@@ -1,7 +1,8 @@
 """The signed sign-in cookie and the CSRF value (admin-ui.md 2.3, 2.4).
 
-The cookie holds user id, sign-in time, last-activity time and the sesskey, as JSON signed with
-HMAC-SHA256 under `[admin] secret_key`; nothing is kept on the server."""
+The cookie holds user id, sign-in time, last-activity time, the sesskey and two marks that tie it
+to the server (the admin's session generation and a mark of the password hash), as JSON signed
+with HMAC-SHA256 under `[admin] secret_key` (signin.session_admin checks it)."""
 
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ def new_sesskey() -> str:
     return secrets.token_urlsafe(18)
 
 
-def signed_in(userid: int, now: int) -> dict:
-    return {"uid": userid, "signin": now, "last": now, "sesskey": new_sesskey()}
+def signed_in(userid: int, now: int, **marks) -> dict:
+    """A new sign-in; `marks` tie it to server-side state (signin.new_session)."""
+    return {"uid": userid, "signin": now, "last": now, "sesskey": new_sesskey(), **marks}
 
 
 def active(payload: dict | None, now: int, login_minutes: int) -> bool:

@@ -3,14 +3,17 @@ Moodle's password hashes with the site's peppers, lockout, the log row and alert
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import bcrypt
 from passlib.hash import sha512_crypt
 
 from local_alx_report_api.classes import alerts
+from local_alx_report_api.controlcenter import session
 from moodle_core.engines import Engine
 from moodle_core.moodle import Moodle
 
@@ -25,6 +28,7 @@ class Admin:
     username: str
     firstname: str
     lastname: str
+    password_hash: str = field(default="", repr=False)
 
     @property
     def fullname(self) -> str:
@@ -51,11 +55,64 @@ def password_matches(stored: str, password: str, peppers: list[str]) -> bool:
 
 def site_admin(engine: Engine, moodle: Moodle, userid: int) -> Admin | None:
     """The user, if still a usable site admin (checked on every request, admin-ui.md 2.3)."""
-    row = engine.rows("SELECT id, username, firstname, lastname, suspended, auth, deleted FROM {t:user} WHERE id = ?",
-                      (userid,))
+    row = engine.rows("SELECT id, username, firstname, lastname, suspended, auth, deleted, password FROM {t:user} "
+                      "WHERE id = ?", (userid,))
     if not row or not _usable(row[0][4], row[0][5], row[0][6]) or userid not in _siteadmins(moodle):
         return None
-    return Admin(int(row[0][0]), row[0][1], row[0][2], row[0][3])
+    return Admin(int(row[0][0]), row[0][1], row[0][2], row[0][3], row[0][7] or "")
+
+
+# -- sessions (issue 14): ended on the server by sign-out, by a password change, by losing the role
+def _generation_name(userid: int) -> str:
+    return f"admin_sessions_{userid}"
+
+
+def session_generation(engine: Engine, userid: int) -> int:
+    """The admin's session generation: a sign-in cookie of an older one has been signed out."""
+    value = engine.scalar("SELECT setting_value FROM {t:local_alx_api_settings} WHERE companyid = 0 AND "
+                          "setting_name = ?", (_generation_name(userid),))
+    return int(value or 0)
+
+
+def end_sessions(engine: Engine, userid: int, now: int) -> None:
+    """Sign-out: every sign-in cookie of this admin stops working, on every browser."""
+    name = _generation_name(userid)
+    with engine.locked_transaction(name):
+        if engine.execute("UPDATE {t:local_alx_api_settings} SET setting_value = setting_value + 1, timemodified = ? "
+                          "WHERE companyid = 0 AND setting_name = ?", (now, name)).rowcount == 0:
+            engine.insert("local_alx_api_settings", {"companyid": 0, "setting_name": name, "setting_value": 1,
+                                                     "timecreated": now, "timemodified": now})
+
+
+def password_mark(secret: str, admin: Admin) -> str:
+    """A mark of the admin's password hash in the cookie: a changed password ends the sessions."""
+    return hmac.new(secret.encode(), b"password:" + admin.password_hash.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def new_session(engine: Engine, settings, admin: Admin, now: int) -> dict:
+    return session.signed_in(admin.id, now, gen=session_generation(engine, admin.id),
+                             pw=password_mark(settings.admin.secret_key, admin))
+
+
+def session_admin(engine: Engine, moodle: Moodle, settings, payload: dict | None, now: int) -> Admin | None:
+    """The admin a sign-in cookie stands for, if it is still valid: not idle longer than
+    `login_minutes`, not older than `login_max_hours`, not signed out, the same password, and the
+    user still a usable site admin (admin-ui.md 2.3; Moodle's sessiontimeout is the model)."""
+    admin_cfg = settings.admin
+    if not session.active(payload, now, admin_cfg.login_minutes):
+        return None
+    try:
+        if now - int(payload["signin"]) > admin_cfg.login_max_hours * 3600:
+            return None
+        generation = int(payload.get("gen", -1))
+    except (KeyError, TypeError, ValueError):
+        return None
+    admin = site_admin(engine, moodle, int(payload["uid"]))
+    if admin is None or generation != session_generation(engine, admin.id):
+        return None
+    if not session.same(str(payload.get("pw", "")), password_mark(admin_cfg.secret_key, admin)):
+        return None
+    return admin
 
 
 def _usable(suspended, auth, deleted) -> bool:

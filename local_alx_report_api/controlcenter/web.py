@@ -195,9 +195,7 @@ class Page:
         resp.set_header("X-Frame-Options", "DENY")
         started = time.monotonic()
         payload = session.unsign(admin_cfg.secret_key, req.cookies.get(session.COOKIE))
-        admin = None
-        if session.active(payload, cc.now(), admin_cfg.login_minutes):
-            admin = signin.site_admin(cc.engine, cc.moodle, int(payload["uid"]))
+        admin = signin.session_admin(cc.engine, cc.moodle, cc.settings, payload, cc.now()) if payload else None
         ctx = Ctx(cc, req, resp, admin, payload if admin else None)
         try:
             self._answer(ctx, method, kw)

@@ -8,10 +8,12 @@ import json
 import pytest
 from passlib.hash import sha512_crypt
 
-from local_alx_report_api.controlcenter import session
+from local_alx_report_api import settings as plugin_settings
+from local_alx_report_api.controlcenter import session, signin
 from local_alx_report_api.controlcenter.signin import password_matches
 from local_alx_report_api.task import check_alerts_task
 from moodle_core.generator import moodle_password_hash
+from moodle_core.moodle import Moodle
 from tests.admin import PREFIX, SECRET, admin_app, sesskey, sign_in, submit
 from tests.sites import NOW, new_site
 from tests.tasks import task_env
@@ -182,8 +184,46 @@ def test_tampered_cookie_is_ignored(db, site):
     app.cookiejar.clear()
     app.set_cookie(session.COOKIE, forged)
     assert app.get(PREFIX + "/", expect_errors=True).status_int == 303
+    # signed right, but without the server's marks (session generation, password): refused too
     app.set_cookie(session.COOKIE, session.sign(SECRET, {"uid": 2, "signin": NOW, "last": NOW, "sesskey": "k"}))
+    assert app.get(PREFIX + "/", expect_errors=True).status_int == 303
+    app.set_cookie(session.COOKIE, session.sign(SECRET, signin.new_session(db, SETTINGS, signin.site_admin(
+        db, Moodle(db), 2), NOW)))
     assert app.get(PREFIX + "/").status_int == 200
+
+
+SETTINGS = plugin_settings.load(None, {"ALX_ADMIN_SECRET_KEY": SECRET})
+
+
+def test_sign_out_ends_the_session_on_the_server(db, site):
+    """Issue 14 (6): a copy of the cookie taken before sign-out no longer works, for GET or POST."""
+    app = admin_app(db, NOW)
+    sign_in(app)
+    stolen, key = app.cookies[session.COOKIE], sesskey(app)
+    assert submit(app, "/logout").status_int == 303
+    thief = admin_app(db, NOW)
+    thief.set_cookie(session.COOKIE, stolen)
+    assert thief.get(PREFIX + "/", expect_errors=True).status_int == 303
+    assert thief.post(PREFIX + "/cache/purge-expired", {"sesskey": key}, expect_errors=True).status_int == 403
+    assert sign_in(app).status_int == 303 and app.get(PREFIX + "/").status_int == 200  # a new sign-in works
+
+
+def test_a_password_change_ends_the_session(db, site):
+    app = admin_app(db, NOW)
+    sign_in(app)
+    db.execute("UPDATE {t:user} SET password = ? WHERE id = 2", (moodle_password_hash("New#12345", 4),))
+    assert app.get(PREFIX + "/", expect_errors=True).status_int == 303
+
+
+def test_a_session_ends_after_its_absolute_lifetime_however_active(db, site):
+    clock = {"now": NOW}
+    app = admin_app(db, lambda: clock["now"], admin__login_max_hours="3")
+    sign_in(app)
+    for _ in range(3):  # active every hour: never idle (login_minutes 120)
+        clock["now"] += 3600
+        assert app.get(PREFIX + "/").status_int == 200
+    clock["now"] += 60
+    assert app.get(PREFIX + "/", expect_errors=True).status_int == 303
 
 
 def test_disabled_and_unconfigured(db, site):
