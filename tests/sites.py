@@ -138,3 +138,12 @@ def synced_company(engine, *, users: int = 60, courses: int = 5) -> str:
     token = api_token(b, 1)
     sync_task.execute(task_env(engine, NOW))
     return token
+
+
+def generated_site(engine, now: int, **params):
+    """A generated demo site (moodle_core.generator) with the plugin installed at `now`."""
+    from moodle_core.generator import generate
+
+    demo = generate(engine, **params)
+    installer.install(engine, now)
+    return demo

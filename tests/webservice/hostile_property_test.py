@@ -14,8 +14,7 @@ import webtest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from local_alx_report_api.classes import installer
-from moodle_core.generator import generate
+from tests.sites import generated_site
 from tests.webapp import ENDPOINT, make_app
 
 NOW = 1760040000
@@ -75,9 +74,7 @@ def requests(draw, token: str):
 
 @pytest.fixture
 def site(db):
-    demo = generate(db, companies=1, users=8, seed=9)
-    installer.install(db, NOW)
-    return demo
+    return generated_site(db, NOW, companies=1, users=8, seed=9)
 
 
 def moodle_shaped(resp, method: str) -> bool:

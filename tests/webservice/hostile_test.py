@@ -10,8 +10,7 @@ from urllib.parse import urlencode
 import pytest
 import webtest
 
-from local_alx_report_api.classes import installer
-from moodle_core.generator import generate
+from tests.sites import generated_site
 from tests.webapp import ENDPOINT, FUNCTION, make_app
 from webservice.phpparams import InputLimitError, parse_pairs, php_parameters
 
@@ -23,9 +22,7 @@ TOO_DEEP = ("Input variable nesting level exceeded 64. To increase the limit cha
 
 @pytest.fixture
 def site(db):
-    demo = generate(db, companies=1, users=10, seed=3)
-    installer.install(db, NOW)
-    return demo
+    return generated_site(db, NOW, companies=1, users=10, seed=3)
 
 
 def app_for(db, **settings):

@@ -8,8 +8,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from local_alx_report_api.classes import installer
-from moodle_core.generator import generate
+from tests.sites import generated_site
 from tests.webapp import ENDPOINT, FUNCTION, make_app
 
 NOW = 1760040000  # 2025-10-09 20:00:00 UTC; the generated site's time zone is UTC
@@ -39,9 +38,7 @@ LOG_COLUMNS = ("userid", "companyid", "company_shortname", "endpoint", "record_c
 
 @pytest.fixture
 def site(db):
-    demo = generate(db, companies=2, users=20, seed=11)
-    installer.install(db, NOW)
-    return demo
+    return generated_site(db, NOW, companies=2, users=20, seed=11)
 
 
 def sha(text: str) -> str:
