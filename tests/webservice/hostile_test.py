@@ -139,6 +139,10 @@ def test_nul_in_logged_values_is_logged_escaped(db, site):
     assert rows == [("x\\x00y", "invalidtoken")] * 3
     resp = raw_post(app, urlencode({"wstoken": site.tokens[0][0], "wsfunction": FUNCTION + "\x00"}))
     assert body_of(resp)["errorcode"] == "invalidrecord" and last_log(db)["endpoint"] == FUNCTION + "\\x00"
+    for _ in range(7):  # ten guesses in all from one address: the invalid-token alert
+        raw_post(app, urlencode({"wstoken": "guess\x00", "wsfunction": FUNCTION}))
+    assert db.scalar("SELECT COUNT(*) FROM {t:local_alx_api_alerts} WHERE alert_type = 'security' AND "
+                     "subject = 'ip:127.0.0.1'") == 1
 
 
 # -- 8. any method is processed like GET; chunked bodies are read (tests/webservice/gunicorn_test.py) --
