@@ -27,7 +27,7 @@ DECLARATIONS = [
     _s("webservice", "max_input_vars", "int", 1000, "Most parameters per query string or body (PHP's max_input_vars).",
        min=1, max=1000000),
     _s("webservice", "max_input_nesting_level", "int", 64, "Deepest parameter name nesting (PHP's "
-       "max_input_nesting_level).", min=1, max=1000),
+       "max_input_nesting_level).", min=1, max=200),
     # [local_alx_report_api]
     *[_s("local_alx_report_api", *row[:4], **(row[4] if len(row) > 4 else {})) for row in [
         ("max_records", "int", 1000, "Largest allowed limit.", {"min": 1, "max": 10000}),

@@ -15,6 +15,7 @@ from moodle_core.moodle import Moodle
 from webservice.auth import Caller, ConfigCache
 
 log = logging.getLogger("alx_report_api.requests")
+_WIDTHS = {"company_shortname": 100, "endpoint": 255, "ip_address": 45, "errorcode": 100}  # char columns (install.json)
 
 
 @dataclass
@@ -31,7 +32,9 @@ class RequestLog:
 
     def _values(self) -> dict:
         # a NUL is stored escaped (PostgreSQL refuses it in text): every request is logged
-        values = {k: v.replace("\x00", "\\x00") if isinstance(v, str) else v for k, v in self.fields.items()}
+        # (escaped, then cut to the column's width again)
+        values = {k: v.replace("\x00", "\\x00")[:_WIDTHS.get(k)] if isinstance(v, str) else v
+                  for k, v in self.fields.items()}
         values["additional_data"] = json.dumps(self.extra, separators=(",", ":")) if self.extra else None
         return values
 

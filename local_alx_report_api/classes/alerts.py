@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import threading
 from dataclasses import dataclass
 
 from moodle_core.engines import DATABASE_ERRORS, Engine
@@ -21,6 +22,7 @@ NO_CHANNEL = "No channel is configured: set [local_alx_report_api] alert_emails 
 
 _PENDING: list[dict] = []  # alerts this process could not store while the database was down
 MAX_PENDING = 200
+_PENDING_LOCK = threading.Lock()
 
 
 def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity: str, subject: str, message: str,
@@ -39,9 +41,15 @@ def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity
     try:
         return _store(engine, settings, **alert)
     except DATABASE_ERRORS as exc:
-        if len(_PENDING) < MAX_PENDING:
-            _PENDING.append(alert)
-        log.warning("alert %s/%s/%s kept until the database answers (%s): %s", alert_type, severity, subject,
+        if not engine.transient(exc):
+            log.exception("could not store alert %s/%s/%s: %s", alert_type, severity, subject, message)
+            return None
+        with _PENDING_LOCK:
+            kept = len(_PENDING) < MAX_PENDING
+            if kept:
+                _PENDING.append(alert)
+        log.warning("alert %s/%s/%s %s (%s): %s", alert_type, severity, subject,
+                    "kept until the database answers" if kept else f"dropped: {MAX_PENDING} already kept",
                     str(exc).splitlines()[0] if str(exc) else type(exc).__name__, message)
     except Exception:  # an alert is never worth failing the work that raised it
         log.exception("could not store alert %s/%s/%s: %s", alert_type, severity, subject, message)
@@ -51,15 +59,18 @@ def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity
 def flush_pending(engine: Engine, settings) -> int:
     """Store the alerts kept while the database was down, oldest first; returns how many."""
     stored = 0
-    while _PENDING:
-        try:
-            _store(engine, settings, **_PENDING[0])
-        except DATABASE_ERRORS:
-            break
-        except Exception:
-            log.exception("could not store kept alert %s", _PENDING[0])
-        _PENDING.pop(0)
-        stored += 1
+    with _PENDING_LOCK:  # threads of one process take turns; each kept alert is stored once
+        while _PENDING:
+            try:
+                _store(engine, settings, **_PENDING[0])
+            except DATABASE_ERRORS as exc:
+                if engine.transient(exc):
+                    break
+                log.exception("could not store kept alert %s", _PENDING[0])
+            except Exception:
+                log.exception("could not store kept alert %s", _PENDING[0])
+            _PENDING.pop(0)
+            stored += 1
     return stored
 
 

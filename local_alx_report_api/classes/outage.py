@@ -44,7 +44,10 @@ class OutageGuard:
         try:
             work()
         except DATABASE_ERRORS as exc:
-            self._failed(exc)
+            if self.engine.transient(exc):  # the database is away (or busy): an outage
+                self._failed(exc)
+                return
+            log.exception("%s failed", what)  # a wrong statement or a constraint: a bug, not an outage
             return
         except Exception:  # a bug must not stop sync, alerts and notifications for good
             log.exception("%s failed", what)

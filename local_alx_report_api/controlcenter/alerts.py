@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlencode
 
 from local_alx_report_api.classes import alerts, notify
 from local_alx_report_api.controlcenter.overview import SEVERITIES
-from local_alx_report_api.controlcenter.web import Ctx, Form, Page, url
+from local_alx_report_api.controlcenter.web import Ctx, Form, Page, url, whole
 
 PER_PAGE = 50
 STATUSES = {"open": "resolved = 0", "resolved": "resolved = 1", "all": None}
@@ -45,7 +45,7 @@ def parse_filters(query, types: list[str], companies: dict[int, object]) -> tupl
     if filters["type"] and filters["type"] not in types:
         errors["type"], filters["type"] = "There are no alerts of this type.", ""
     company = filters["companyid"]
-    if company and not (company.isdigit() and (int(company) == 0 or int(company) in companies)):
+    if company and not (whole(company) is not None and (whole(company) == 0 or whole(company) in companies)):
         errors["companyid"], filters["companyid"] = "Choose a company from the list.", ""
     return filters, errors
 
@@ -84,7 +84,8 @@ def decode(row) -> dict:
 
 
 def page_number(text: str) -> int:
-    return int(text) if text.isdigit() and 0 < int(text) < 10**9 else 1
+    number = whole(text)
+    return number if number is not None and 0 < number < 10**9 else 1
 
 
 def back_query(text: str) -> dict:
@@ -113,9 +114,9 @@ def show_list(ctx: Ctx, query, *, errors: dict | None = None, note: str = "") ->
 
 def show_detail(ctx: Ctx, alert_id: str, *, errors: dict | None = None, note: str = "") -> None:
     row = None
-    if alert_id.isdigit() and int(alert_id) < 2**63:
+    if whole(alert_id) is not None:
         row = ctx.engine.execute(f"SELECT {', '.join(COLUMNS)} FROM {{t:local_alx_api_alerts}} WHERE id = ?",
-                                 (int(alert_id),)).fetchone()
+                                 (whole(alert_id),)).fetchone()
     if row is None:
         return ctx.not_found("There is no alert with this id.")
     alert = decode(row)
@@ -148,7 +149,7 @@ class Resolve(Page):
         errors = {}
         if not chosen:
             errors["id"] = "Select at least one alert to resolve."
-        elif not all(c.isdigit() and int(c) < 2**63 for c in chosen):
+        elif not all(whole(c) is not None for c in chosen):
             return ctx.not_found("There is no alert with this id.")
         if len(note) > NOTE_MAX:
             errors["note"] = f"The note can have at most {NOTE_MAX} characters."

@@ -12,7 +12,7 @@ from local_alx_report_api.classes.company_settings import FIELDS, RANGES, Compan
 from local_alx_report_api.classes.progress import course_scope
 from local_alx_report_api.classes.reporting import purge_cache
 from local_alx_report_api.controlcenter.overview import calls_today
-from local_alx_report_api.controlcenter.web import Ctx, Page
+from local_alx_report_api.controlcenter.web import Ctx, Page, whole
 from moodle_core.engines import LockBusy
 from moodle_core.moodle import Company
 
@@ -184,12 +184,6 @@ def form_values(cs: CompanySettings, courses: list[Course]) -> dict:
         values[name] = "" if stored is None else str(stored)
     values["courses"] = {c.id for c in courses if c.id not in cs.switched_off}
     return values
-
-
-def whole(text: str) -> int | None:
-    """A non-negative whole number typed in ASCII digits, else None."""
-    text = text.strip()
-    return int(text) if text.isascii() and text.isdigit() else None
 
 
 def parse_form(form, courses: list[Course], cs: CompanySettings) -> tuple[dict, dict, dict]:

@@ -4,7 +4,7 @@ and each job's live progress page (`/jobs/{id}` and `/jobs/{id}.json`)."""
 from __future__ import annotations
 
 from local_alx_report_api.classes import jobs
-from local_alx_report_api.controlcenter.web import Ctx, Page
+from local_alx_report_api.controlcenter.web import Ctx, Page, whole
 
 BATCH_NOTE = "The batch size is the number of rows written per step, not a limit: every row is processed."
 WAITING = "Waiting for the cron runner to start this job."
@@ -54,8 +54,8 @@ class Queue(Page):
         if self.job_type == "populate":
             if not text:
                 batch = ctx.settings.local_alx_report_api.sync_batch_size
-            elif text.isdigit() and 100 <= int(text) <= 5000:
-                batch = int(text)
+            elif whole(text) is not None and 100 <= whole(text) <= 5000:
+                batch = whole(text)
             else:
                 errors["batch_size"] = "Enter a whole number from 100 to 5000."
         if not errors:
@@ -70,7 +70,7 @@ class Queue(Page):
 
 
 def _job(ctx: Ctx, jobid: str) -> dict | None:
-    return jobs.get(ctx.engine, int(jobid)) if jobid.isdigit() and len(jobid) < 10 else None
+    return jobs.get(ctx.engine, whole(jobid)) if whole(jobid) is not None and len(jobid) < 10 else None
 
 
 class Job(Page):

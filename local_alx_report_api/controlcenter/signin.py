@@ -139,13 +139,25 @@ def _typed(data: str | None) -> str:
         return ""
 
 
-_DUMMY: list[str] = []  # a bcrypt hash checked for unknown users, so timing tells nothing
+_DUMMIES: dict[str, str] = {}  # scheme and cost → a hash of that kind, checked for unknown users
 
 
-def _dummy_hash() -> str:
-    if not _DUMMY:
-        _DUMMY.append(bcrypt.hashpw(b"not a password", bcrypt.gensalt(10)).decode())  # Moodle's cost
-    return _DUMMY[0]
+def _dummy_hash(engine: Engine, moodle: Moodle) -> str:
+    """A hash of the same scheme and cost as a site admin's (bcrypt `$2y$NN$` or SHA-512 crypt
+    `$6$rounds=N$`), so an unknown username costs what a real one costs."""
+    ids = sorted(_siteadmins(moodle))
+    stored = (engine.scalar("SELECT password FROM {t:user} WHERE id = ?", (ids[0],)) if ids else None) or ""
+    if stored.startswith("$6$"):
+        rounds = stored.split("$")[2][7:] if stored.split("$")[2].startswith("rounds=") else "5000"
+        kind = "6:" + (rounds if rounds.isascii() and rounds.isdigit() else "5000")
+    else:
+        cost = stored[4:6] if stored.startswith(("$2y$", "$2a$", "$2b$")) else "10"
+        kind = "2:" + (cost if cost.isascii() and cost.isdigit() and 4 <= int(cost) <= 14 else "10")
+    if kind not in _DUMMIES:
+        scheme, cost = kind.split(":")
+        _DUMMIES[kind] = (sha512_crypt.using(rounds=int(cost)).hash("not a password") if scheme == "6" else
+                          bcrypt.hashpw(b"not a password", bcrypt.gensalt(int(cost))).decode())
+    return _DUMMIES[kind]
 
 
 def attempt(engine: Engine, moodle: Moodle, settings, *, username: str, password: str, ip: str, user_agent: str,
@@ -154,12 +166,13 @@ def attempt(engine: Engine, moodle: Moodle, settings, *, username: str, password
 
     The lockout count, the password check and the log row happen under a lock per (username, IP),
     so concurrent tries get exactly `login_max_failures` password checks; a password is checked
-    whoever the username names (a dummy hash for unknown users), so the answer time does not say
-    which usernames are site admins (issue 14)."""
+    whoever the username names (for an unknown user, a dummy hash like a site admin's), so the
+    answer time does not say which usernames exist or are site admins (issue 14)."""
     admin_cfg = settings.admin
     typed = username.strip()[:100]  # Moodle's username length; what is logged stays small
     window, limit = admin_cfg.login_lockout_minutes, admin_cfg.login_max_failures
-    with engine.locked_transaction(f"login_{typed.lower()}_{ip}", timeout=30):
+    # a named lock, not a write transaction: on SQLite that would stop every writer during bcrypt
+    with engine.lock(f"login_{typed.lower()}_{ip}", timeout=30):
         row = engine.rows("SELECT id, password, suspended, auth FROM {t:user} WHERE username = ? AND mnethostid = ? "
                           "AND deleted = 0", (typed.lower(), int(moodle.config("mnet_localhost_id") or 1)))
         userid = int(row[0][0]) if row else 0
@@ -170,7 +183,8 @@ def attempt(engine: Engine, moodle: Moodle, settings, *, username: str, password
             _log(engine, now, userid, ip, user_agent, typed, "loginlocked", message)
         else:
             message = None
-            matches = password_matches(row[0][1] if row else _dummy_hash(), password, admin_cfg.password_peppers)
+            matches = password_matches(row[0][1] if row else _dummy_hash(engine, moodle), password,
+                                       admin_cfg.password_peppers)
             ok = bool(row) and matches and _usable(row[0][2], row[0][3], 0) and userid in _siteadmins(moodle)
             _log(engine, now, userid, ip, user_agent, typed, *((None, None) if ok else ("invalidlogin", INVALID)))
     if message is not None:

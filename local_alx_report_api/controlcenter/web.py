@@ -26,6 +26,13 @@ NOTICE = "alx_notice"
 MAX_FORM_BYTES = 256 * 1024  # the largest form (a company's course switches) is a few KiB
 
 
+def whole(text: str) -> int | None:
+    """A non-negative whole number typed in ASCII digits (at most 18 of them, so it fits every
+    id column), else None: `²` or a 5,000-digit number is a wrong value, not an error."""
+    text = text.strip()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 class Form:
     """Submitted fields: the first value of a name, or all of them."""
 

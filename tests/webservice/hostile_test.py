@@ -153,3 +153,21 @@ def test_every_method_is_processed_like_get(db, site, method):
                        f"&wstoken={site.tokens[0][0]}", method=method, expect_errors=True)
     assert resp.status_int == 200 and json.loads(resp.body)["username"]
     assert last_log(db)["request_method"] == method
+
+
+def test_review_findings_stay_fixed(db, site):
+    """Found by a second review: a NUL-heavy name still has its log row; a refused body that asks
+    for JSON gets JSON; multipart bodies are read past Falcon's default of 64 parts."""
+    app = app_for(db)
+    resp = raw_post(app, urlencode({"wstoken": "x", "wsfunction": "\x00" * 100}))
+    assert body_of(resp)["errorcode"] == "invalidtoken" and last_log(db)["endpoint"] == "\\x00" * 63 + "\\x0"
+    resp = app.post(ENDPOINT, "&".join(["a[]=1"] * 1001) + "&moodlewsrestformat=json",
+                    content_type="application/x-www-form-urlencoded", expect_errors=True)
+    assert body_of(resp)["debuginfo"] == TOO_MANY
+    fields = [(f"f{n}", "1") for n in range(70)] + [("wstoken", site.tokens[0][0]),
+                                                      ("wsfunction", "core_webservice_get_site_info")]
+    parts = b"".join(f"--B\r\nContent-Disposition: form-data; name=\"{n}\"\r\n\r\n{v}\r\n".encode() for n, v in fields)
+    resp = app.request(f"{ENDPOINT}?moodlewsrestformat=json", method="POST", body=parts + b"--B--\r\n",
+                       content_type="multipart/form-data; boundary=B", expect_errors=True)
+    assert body_of(resp)["errorcode"] == "invalidparameter"  # the 70 fields are read: unexpected keys
+    assert body_of(resp)["debuginfo"].startswith("Unexpected keys (f0, f1")

@@ -93,7 +93,7 @@ class RestServer:
             req.stream = req.env["wsgi.input"] = io.BytesIO(raw)
             req.env["CONTENT_LENGTH"] = str(len(raw))
         if kind == "application/x-www-form-urlencoded":
-            raw = req.bounded_stream.read()
+            raw = req.env["alx.body"] = req.bounded_stream.read()  # kept: a refused body still names the format
             return parse_pairs(raw.decode("latin-1"), max_vars) if raw else []
         return self._multipart_pairs(req, max_vars)
 
@@ -164,10 +164,12 @@ class RestServer:
             return
         try:
             params = self._parameters(req)
-        except InputLimitError as exc:
+        except Exception as exc:  # PHP's limits, or anything else the input provokes
             raw = (req.query_string or "") + "&" + req.env.get("alx.body", b"").decode("latin-1")
             params = {"moodlewsrestformat": "json"} if _JSON_FORMAT.search(raw) else {}
-            early = early or InvalidParameterException(str(exc))
+            failed = (InvalidParameterException(str(exc)) if isinstance(exc, InputLimitError)
+                      else as_moodle(exc, "reading the parameters"))
+            early = early or failed
         fmt = "json" if params.get("moodlewsrestformat") == "json" else "xml"
         function = params.get("wsfunction") if isinstance(params.get("wsfunction"), str) else ""
         token, how = self._token(req, params)

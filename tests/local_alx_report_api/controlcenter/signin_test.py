@@ -336,3 +336,21 @@ def test_nul_in_forms_and_filters_is_an_ordinary_wrong_value(db, site):
     form["username"] = "ad\x00min"
     resp = form.submit(expect_errors=True)
     assert resp.status_int == 200 and "There is no user with the username" in resp.text
+
+
+def test_an_unknown_user_costs_a_hash_like_a_site_admins(db, site):
+    """The dummy hash checked for unknown usernames has the scheme and cost of a site admin's."""
+    moodle = Moodle(db)
+    db.execute("UPDATE {t:config} SET value = '51' WHERE name = 'siteadmins'")
+    db.execute("UPDATE {t:user} SET password = ? WHERE id = 51", (sha512_crypt.using(rounds=12000).hash("x"),))
+    assert signin._dummy_hash(db, moodle).startswith("$6$rounds=12000$")
+    db.execute("UPDATE {t:config} SET value = '2' WHERE name = 'siteadmins'")
+    assert signin._dummy_hash(db, moodle)[3:7] == db.scalar("SELECT password FROM {t:user} WHERE id = 2")[3:7]
+
+
+def test_unicode_digits_and_huge_numbers_in_page_addresses_are_not_errors(db, site):
+    app = admin_app(db, NOW)
+    sign_in(app)
+    for path in ("/alerts?page=%C2%B2", "/alerts?page=" + "9" * 5000, "/alerts?id=%C2%B2", "/jobs/%C2%B2",
+                 "/jobs/" + "1" * 30):
+        assert app.get(PREFIX + path, expect_errors=True).status_int in (200, 404), path
