@@ -27,6 +27,12 @@ T = TypeVar("T")
 RETRY_HOOKS: list[Callable[[], None]] = []  # called at each retry (the plugin counts them in its metrics)
 DATABASE_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)  # what the database, not our code, raised
 
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line (a driver's messages run over several), or its class name."""
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
 SCHEMES = {"sqlite": "sqlite", "postgresql": "postgresql", "postgres": "postgresql",
            "mariadb": "mariadb", "mysql": "mariadb"}
 NEVER = 7952342400
@@ -226,7 +232,7 @@ class Engine:
                 if not self.transient(exc) or attempt == attempts - 1:
                     raise
                 log.warning("%s failed (attempt %d of %d), retrying: %s", what, attempt + 1, attempts,
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                            first_line(exc))
                 for hook in RETRY_HOOKS:
                     hook()
                 time.sleep(base_delay * 2 ** attempt)

@@ -12,7 +12,7 @@ import falcon
 
 from moodle_core import engines
 from moodle_core.config import Settings
-from moodle_core.engines import Engine
+from moodle_core.engines import Engine, first_line
 from moodle_core.moodle import Moodle
 from webservice.auth import ConfigCache
 from webservice.registry import Registry, load_registry
@@ -56,8 +56,8 @@ class Connections:
             if not self.engine.db.is_closed() and not self.engine.alive():
                 self.engine.reconnect()
             self.engine.db.connect(reuse_if_open=True)
-        except Exception:  # the resource answers for it: a Moodle envelope, or 503 on /readyz
-            log.warning("database connection failed", exc_info=True)
+        except Exception as exc:  # the resource answers for it: a Moodle envelope, or 503 on /readyz
+            log.warning("database connection failed: %s", first_line(exc))
 
     def process_response(self, req, resp, resource, req_succeeded):
         if not self.engine.db.is_closed() and self.engine.db.in_transaction():  # never carried over

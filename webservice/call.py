@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moodle_core.config import Settings
-from moodle_core.engines import Engine
+from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
 from moodle_core.moodle import Moodle
 from webservice.auth import Caller, ConfigCache
 
@@ -53,7 +53,11 @@ class RequestLog:
                     sets = ", ".join(f"{c} = ?" for c in values)
                     self.engine.execute(f"UPDATE {{t:local_alx_api_logs}} SET {sets} WHERE id = ?",
                                         [*values.values(), self.row_id])
-        except Exception:  # the request is answered anyway; keep its fields
+        except DATABASE_ERRORS as exc:  # the request is answered anyway; keep its fields (no traceback:
+            # during an outage every request comes here)
+            log.error("could not write the request log row (%s): %s", first_line(exc),
+                      json.dumps(self._values(), default=str))
+        except Exception:
             log.exception("could not write the request log row: %s", json.dumps(self._values(), default=str))
 
 

@@ -9,7 +9,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from moodle_core.engines import DATABASE_ERRORS, Engine
+from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
 
 log = logging.getLogger(__name__)
 RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -50,7 +50,7 @@ def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity
                 _PENDING.append(alert)
         log.warning("alert %s/%s/%s %s (%s): %s", alert_type, severity, subject,
                     "kept until the database answers" if kept else f"dropped: {MAX_PENDING} already kept",
-                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__, message)
+                    first_line(exc), message)
     except Exception:  # an alert is never worth failing the work that raised it
         log.exception("could not store alert %s/%s/%s: %s", alert_type, severity, subject, message)
     return None

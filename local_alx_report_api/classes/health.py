@@ -12,7 +12,7 @@ from local_alx_report_api.classes.progress import course_scope
 from local_alx_report_api.db import services
 from local_alx_report_api.db.tasks import NAMESPACE
 from local_alx_report_api.task import definitions
-from moodle_core.engines import Engine
+from moodle_core.engines import Engine, first_line
 from moodle_core.moodle import Moodle
 
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -53,7 +53,7 @@ def database(engine: Engine, threshold_ms: int) -> Check:
         engine.scalar("SELECT 1")
         engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_settings}")
     except Exception as exc:  # unreachable or broken: that is the finding
-        return Check("database", ERROR, f"Database unavailable: {str(exc).splitlines()[0] if str(exc) else exc}")
+        return Check("database", ERROR, f"Database unavailable: {first_line(exc)}")
     ms = (time.perf_counter() - started) * 1000
     status = OK if ms < 50 else WARNING if ms < threshold_ms else ERROR
     return Check("database", status, f"Probe answered in {ms:.1f} ms")

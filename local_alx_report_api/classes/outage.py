@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from local_alx_report_api.classes import alerts
-from moodle_core.engines import DATABASE_ERRORS, Engine
+from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
 
 log = logging.getLogger("alx_report_api.outage")
 
@@ -56,7 +56,7 @@ class OutageGuard:
             self._recovered()
 
     def _failed(self, exc: BaseException) -> None:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         if not self.down:
             self.down_since, self.error, self.delay = self.clock(), first, self.base_delay
             log.error("database unreachable: %s; retrying with backoff (up to every %.0f s)", first, self.max_delay)

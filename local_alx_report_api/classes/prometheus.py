@@ -23,7 +23,7 @@ from local_alx_report_api.classes import health, metrics
 from local_alx_report_api.classes.installer import plugin_tables
 from local_alx_report_api.classes.ratelimit import day_bounds
 from moodle_core import engines
-from moodle_core.engines import DATABASE_ERRORS
+from moodle_core.engines import DATABASE_ERRORS, first_line
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class DatabaseCollector:
         try:
             families = self._families()
         except DATABASE_ERRORS as exc:  # the database is down: say so, keep serving the rest
-            log.warning("metrics: the database did not answer: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            log.warning("metrics: the database did not answer: %s", first_line(exc))
             families = [GaugeMetricFamily("alx_report_api_database_up", "Database answered", value=0)]
         except Exception:  # a bug: logged, and not reported as a database outage
             log.exception("metrics: reading the database gauges failed")
@@ -220,7 +220,7 @@ class Readyz:
             missing = [t.name for t in plugin_tables() if engine.prefix + t.name not in present]
             reason = f"missing tables: {', '.join(missing)}" if missing else None
         except Exception as exc:  # the database does not answer
-            reason = f"database unavailable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            reason = f"database unavailable: {first_line(exc)}"
         resp.content_type = "application/json"
         if reason:
             resp.status, resp.text = falcon.HTTP_503, json.dumps({"status": "unavailable", "reason": reason})

@@ -16,7 +16,7 @@ import peewee
 from local_alx_report_api.classes import sequence
 from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows
 from local_alx_report_api.classes.reporting import hundredths
-from moodle_core.engines import DATABASE_ERRORS, Engine
+from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
 
 log = logging.getLogger(__name__)
 FUNCTION = "local_alx_report_api_get_course_progress"
@@ -505,7 +505,7 @@ def as_moodle_error(engine: Engine, exc: Exception):
 
     if isinstance(exc, MoodleException):
         return exc
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    first = first_line(exc)
     if isinstance(exc, peewee.InterfaceError) or (engine.transient(exc) and "connect" in first.lower()):
         return DmlConnectionException(first)
     return DmlReadException(first)
