@@ -16,6 +16,7 @@ from local_alx_report_api import settings as plugin_settings
 from local_alx_report_api.classes import inline_alerts, installer, jobs, webservice_setup
 from local_alx_report_api.classes.outage import OutageGuard
 from local_alx_report_api.classes.populate import populate
+from local_alx_report_api.db import services
 from moodle_core import engines, generator
 from moodle_core.config import ConfigError, settings_path
 from moodle_core.cron import NEVER
@@ -45,6 +46,10 @@ def _positive(low: int, high: int, name: str):
 
 
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)  # every option's default
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):
         """One clear line and exit status 2, instead of usage text."""
         self.exit(2, f"{self.prog}: {message}\n")
@@ -58,25 +63,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("install", help="create or adopt the plugin tables and record the schema version")
     p.add_argument("--enable-webservices", action="store_true", help="switch Moodle's web services and REST on")
     p = sub.add_parser("demo-site", help="write a generated Moodle + IOMAD demo site into the configured database")
-    p.add_argument("--companies", type=_positive(1, 100000, "--companies"), default=3)
-    p.add_argument("--users", type=_positive(0, 10000000, "--users"), default=60)
-    p.add_argument("--courses", type=_positive(1, 100000, "--courses"), default=8)
-    p.add_argument("--enrolments-per-user", type=_positive(0, 1000, "--enrolments-per-user"), default=3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--admin-password", default="Admin#12345")
+    p.add_argument("--companies", type=_positive(1, 100000, "--companies"), default=3, help="IOMAD companies")
+    p.add_argument("--users", type=_positive(0, 10000000, "--users"), default=60, help="learners, spread over them")
+    p.add_argument("--courses", type=_positive(1, 100000, "--courses"), default=8, help="courses of the site")
+    p.add_argument("--enrolments-per-user", type=_positive(0, 1000, "--enrolments-per-user"), default=3,
+                   help="courses each learner is enrolled in")
+    p.add_argument("--seed", type=int, default=1, help="random seed: the same seed writes the same site")
+    p.add_argument("--admin-password", default="Admin#12345", help="password of the site admin `admin`")
     p = sub.add_parser("serve", help="serve the web service with gunicorn")
-    p.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT (default 127.0.0.1:8000)")
-    p.add_argument("--workers", type=_positive(1, 256, "--workers"), default=2)
+    p.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on")
+    p.add_argument("--workers", type=_positive(1, 256, "--workers"), default=2, help="gunicorn worker processes")
     p = sub.add_parser("cron", help="run every due scheduled task once (like admin/cli/cron.php)")
     p.add_argument("--keep-alive", nargs="?", type=_positive(1, 10**9, "--keep-alive"), const=0, default=None,
                    metavar="SECONDS", help="keep running a pass every minute (stop after SECONDS if given)")
+    p.add_argument("--quiet", action="store_true", help="no line per pass (the tasks' own output stays)")
     p = sub.add_parser("job", help="list the queued and recent jobs, run the queued ones now, or cancel one")
     jsub = p.add_subparsers(dest="job_command", required=True, metavar="list|run|cancel", parser_class=Parser)
     jl = jsub.add_parser("list", help="the most recent jobs: type, companies, status, times, progress, summary")
-    jl.add_argument("--limit", type=_positive(1, 1000, "--limit"), default=50)
+    jl.add_argument("--limit", type=_positive(1, 1000, "--limit"), default=50, help="how many jobs to list")
     jsub.add_parser("run", help="run the queued jobs now, oldest first, each under its lock")
     jc = jsub.add_parser("cancel", help="cancel a queued job, or stop a running one after its current batch")
-    jc.add_argument("jobid", type=_positive(1, 2**62, "jobid"))
+    jc.add_argument("jobid", type=_positive(1, 2**62, "jobid"), help="the job's id (see job list)")
     p = sub.add_parser("task", help="list the scheduled tasks or run one now")
     tsub = p.add_subparsers(dest="task_command", required=True, metavar="list|run", parser_class=Parser)
     tsub.add_parser("list", help="each task's schedule, last and next run, fail delay and status")
@@ -84,15 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("name", help="short name (sync_reporting_data_task) or classname")
     p = sub.add_parser("scheduled-task", help="Moodle's admin/cli/scheduled_task.php: --list or --execute=CLASS")
     group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--list", action="store_true")
-    group.add_argument("--execute", metavar="CLASSNAME")
+    group.add_argument("--list", action="store_true", help="list the scheduled tasks")
+    group.add_argument("--execute", metavar="CLASSNAME", help="run this task now, under its lock")
     p = sub.add_parser("alerts", help="alert tools")
     asub = p.add_subparsers(dest="alerts_command", required=True, metavar="test", parser_class=Parser)
     asub.add_parser("test", help="send a test alert through every configured channel and report each result")
     p = sub.add_parser("populate", help="build the reporting table from the live Moodle tables")
     p.add_argument("--companyid", type=_positive(1, 2**62, "--companyid"), action="append",
                    help="company to populate (repeatable; default all)")
-    p.add_argument("--batch-size", type=_positive(100, 5000, "--batch-size"))
+    p.add_argument("--batch-size", type=_positive(100, 5000, "--batch-size"),
+                   help="pairs per batch (default: [local_alx_report_api] sync_batch_size)")
     p.add_argument("--quiet", action="store_true", help="print only the final summary")
     return parser
 
@@ -150,6 +158,9 @@ def cmd_install(args) -> int:
         raise CliError(str(exc)) from exc
     for line in report.lines or ["Nothing to do: the plugin tables are up to date"]:
         print(line)
+    print("Moodle's web services:")  # always, whatever was done (issue 18)
+    for check in webservice_setup.checks(ctx.engine, services.SERVICE_SHORTNAME):
+        print(f"  {check['name']}: {check['status']}" + (f" ({check['detail']})" if check["detail"] else ""))
     return 0
 
 
@@ -302,10 +313,15 @@ def _cron(ctx: Context, args, stop) -> int:
     max_runtime = ctx.settings.cron.max_runtime
 
     def cron_pass() -> None:
-        """tasks.md 3.2: the due tasks, then the queued jobs; nothing new starts after max_runtime."""
-        deadline = time.monotonic() + max_runtime
-        manager.run_pass(max_runtime, should_stop=stop)
-        jobs.run_queued(env, should_stop=stop, deadline=deadline)
+        """tasks.md 3.2: the due tasks, then the queued jobs; nothing new starts after max_runtime.
+        One line per pass says what ran (issue 18), unless --quiet."""
+        started = time.monotonic()
+        deadline = started + max_runtime
+        tasks = manager.run_pass(max_runtime, should_stop=stop)
+        ran = jobs.run_queued(env, should_stop=stop, deadline=deadline)
+        if not args.quiet:
+            print(f"Cron pass: {len(tasks)} task{'' if len(tasks) == 1 else 's'} run, {len(ran)} "
+                  f"job{'' if len(ran) == 1 else 's'} run, {time.monotonic() - started:.1f} s", flush=True)
 
     if args.keep_alive is None:
         cron_pass()
@@ -409,12 +425,17 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed its one line (or --help)
         return int(exc.code or 0)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except (CliError, ConfigError) as exc:
         print(f"alx-report-api: {exc}", file=sys.stderr)
         return getattr(exc, "code", 1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `alx-report-api … | head`: the reader has gone; leave quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as the shell's own tools
 
 
 if __name__ == "__main__":

@@ -82,6 +82,28 @@ def service_state(engine: Engine, shortname: str) -> dict | None:
     return {"id": int(row[0]), "enabled": bool(int(row[1])), "component": row[2], "functions": linked}
 
 
+def checks(engine: Engine, shortname: str) -> list[dict]:
+    """The Moodle side the endpoint needs (protocol.md 1 and 9), one row each: name, status
+    (ok, warning, error) and what to do (the Configuration page and `install` show them)."""
+    enabled, rest = switches(engine)
+    state = service_state(engine, shortname)
+    linked = state["functions"] if state else set()
+    fix = "Run alx-report-api install."
+    found = [("Web services enabled", enabled, DISABLED), ("REST protocol enabled", rest, NO_REST),
+             (f"Service {shortname} present", state is not None, f"The service is missing. {fix}"),
+             (f"Service {shortname} enabled", bool(state and state["enabled"]),
+              "The service is disabled in Moodle (Site administration > Server > Web services > External services).")]
+    found += [(f"{function} linked", function in linked, f"The service does not offer {function}. {fix}")
+              for function in (FUNCTION, SITE_INFO)]
+    rows = [{"name": name, "status": "ok" if ok else "error", "detail": "" if ok else problem}
+            for name, ok, problem in found]
+    if state and state["component"]:
+        rows.append({"name": f"Service {shortname} owned by no component", "status": "warning",
+                     "detail": f"It belongs to component {state['component']}: Moodle deletes it when that component "
+                               "is upgraded or uninstalled."})
+    return rows
+
+
 def _protocols(engine: Engine) -> list[str]:
     return [p.strip() for p in (_config(engine, "webserviceprotocols") or "").split(",") if p.strip()]
 

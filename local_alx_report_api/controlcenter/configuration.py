@@ -38,28 +38,6 @@ def timezone(ctx: Ctx) -> dict:
             "pending": zone if zone != ctx.cc.site.timezone else None}  # Moodle's row changed since start
 
 
-def moodle_checks(engine) -> list[dict]:
-    """The Moodle side the endpoint needs (protocol.md 1 and 9), one line each."""
-    enabled, rest = webservice_setup.switches(engine)
-    state = webservice_setup.service_state(engine, services.SERVICE_SHORTNAME)
-    linked = state["functions"] if state else set()
-    fix = "Run alx-report-api install."
-    checks = [("Web services enabled", enabled, webservice_setup.DISABLED),
-              ("REST protocol enabled", rest, webservice_setup.NO_REST),
-              (f"Service {services.SERVICE_SHORTNAME} present", state is not None, f"The service is missing. {fix}"),
-              (f"Service {services.SERVICE_SHORTNAME} enabled", bool(state and state["enabled"]),
-               "The service is disabled in Moodle (Site administration > Server > Web services > External services).")]
-    checks += [(f"{function} linked", function in linked, f"The service does not offer {function}. {fix}")
-               for function in (webservice_setup.FUNCTION, webservice_setup.SITE_INFO)]
-    rows = [{"name": name, "status": "ok" if ok else "error", "detail": "" if ok else problem}
-            for name, ok, problem in checks]
-    if state and state["component"]:
-        rows.append({"name": f"Service {services.SERVICE_SHORTNAME} owned by no component", "status": "warning",
-                     "detail": f"It belongs to component {state['component']}: Moodle deletes it when that component "
-                               "is upgraded or uninstalled."})
-    return rows
-
-
 def documentation(registry) -> list[dict]:
     """Each web-service function with its arguments, as Moodle's API documentation describes
     them (admin/webservice/documentation.php): name, type, required or the default, description."""
@@ -80,7 +58,7 @@ class Configuration(Page):
         installed, expected = installer.installed_version(ctx.engine), installer.schema_version()
         ctx.render("configuration.html", title="Configuration", settings=setting_rows(ctx.settings),
                    settings_file=path, settings_file_found=bool(path) and os.path.exists(path),
-                   changed_how=CHANGED_HOW, timezone=timezone(ctx), checks=moodle_checks(ctx.engine),
+                   changed_how=CHANGED_HOW, timezone=timezone(ctx), checks=webservice_setup.checks(ctx.engine, services.SERVICE_SHORTNAME),
                    schema={"installed": installed, "expected": expected}, component=version.COMPONENT,
                    functions=documentation(ctx.cc.site.registry),
                    plugin_version=services.VERSION, release=version.RELEASE)

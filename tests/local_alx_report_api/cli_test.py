@@ -36,7 +36,8 @@ def test_demo_site_install_and_populate(site, capsys):
     assert code == 0 and "2 companies, 30 learners" in out
     assert out.count("Token for ") == 2
     code, out, _ = run(capsys, "install")
-    assert (code, out.strip()) == (0, "Nothing to do: the plugin tables are up to date")
+    assert code == 0 and out.startswith("Nothing to do: the plugin tables are up to date\nMoodle's web services:\n")
+    assert "  Web services enabled: ok\n" in out and "  local_alx_report_api_get_course_progress linked: ok\n" in out
     code, out, _ = run(capsys, "populate", "--batch-size", "100")
     assert code == 0
     lines = out.strip().splitlines()
@@ -122,7 +123,10 @@ def test_task_list_run_and_cron(site, capsys):
     assert code == 0 and out.count(" success") == 2
     code, _, err = run(capsys, "task", "run", "no_such_task")
     assert (code, err.strip()) == (2, "alx-report-api: Unknown task no_such_task: see alx-report-api task list")
-    assert run(capsys, "cron")[0] == 0  # nothing due right now: a pass that runs nothing
+    code, out, _ = run(capsys, "cron")  # nothing due right now: a pass that runs nothing, and says so
+    assert code == 0 and out.startswith("Cron pass: ") and " job" in out.splitlines()[-1]
+    code, out, _ = run(capsys, "cron", "--quiet")
+    assert code == 0 and "Cron pass" not in out
 
 
 def test_schedule_overrides_come_from_settings(site, capsys):
@@ -151,3 +155,57 @@ def test_cron_keep_alive_stops_after_its_time_and_on_sigterm(site, capsys):
     time.sleep(1.5)
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=30) == 0
+
+
+def test_install_reports_the_web_services_state_every_time(site, capsys):
+    """Issue 18: `install` always reports web services, REST, the service and its functions."""
+    run(capsys, "demo-site", "--companies", "1", "--users", "3")
+    db = engines.connect(f"sqlite:///{site / 'site.sqlite3'}", "mdl_")
+    db.execute("UPDATE {t:config} SET value = '0' WHERE name = 'enablewebservices'")
+    db.db.close()
+    code, out, _ = run(capsys, "install")
+    assert code == 0 and "  Web services enabled: error (Web services are disabled in Moodle" in out
+    code, out, _ = run(capsys, "install", "--enable-webservices")
+    assert code == 0 and "Enabled web services in Moodle" in out and "  Web services enabled: ok" in out
+    assert "  REST protocol enabled: ok" in out and "  Service alx_report_api_custom enabled: ok" in out
+
+
+def test_every_option_says_what_it_does_and_its_default(capsys):
+    """Issue 18: every option and argument of every command has a description; --help shows the
+    defaults."""
+    import argparse
+
+    from local_alx_report_api.cli import build_parser
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction):
+                yield path, action
+
+    undescribed = [f"{path}: {action.dest}" for path, action in walk(build_parser(), "alx-report-api")
+                   if not action.help]
+    assert undescribed == []
+    out = run(capsys, "demo-site", "--help")[1]
+    assert "learners, spread over them (default: 60)" in " ".join(out.split())
+    assert "HOST:PORT to listen on (default: 127.0.0.1:8000)" in " ".join(run(capsys, "serve", "--help")[1].split())
+
+
+def test_a_closed_pipe_ends_the_command_quietly(site):
+    """`alx-report-api settings | head -1`: no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ALX_REPORT_API_SETTINGS": str(site / "settings.ini")}
+    done = subprocess.run(f"{sys.executable} -m local_alx_report_api.cli settings | head -c 1 >/dev/null; "
+                          "echo ${PIPESTATUS[0]} >&2", shell=True, executable="/bin/bash", cwd=site, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "local_alx_report_api.cli", "settings"], cwd=site, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err
