@@ -217,7 +217,11 @@ class Engine:
         self.db.connect(reuse_if_open=True)
 
     def transient(self, exc: BaseException) -> bool:
-        """Errors worth retrying: lost connections, deadlocks, lock timeouts, busy files."""
+        """Errors worth retrying: lost connections, deadlocks, lock timeouts, busy files (a
+        database's errors only: any other exception is a bug)."""
+        return isinstance(exc, DATABASE_ERRORS) and self._transient(exc)
+
+    def _transient(self, exc: BaseException) -> bool:
         return isinstance(exc, (peewee.OperationalError, peewee.InterfaceError))
 
     def retrying(self, unit: Callable[[], T], attempts: int, base_delay: float, what: str) -> T:
@@ -401,7 +405,7 @@ class SqliteEngine(Engine):
             out[col] = Column(col, _kind_of(decl), _length_of(decl), bool(notnull or pk), _unquote(default))
         return out
 
-    def transient(self, exc):
+    def _transient(self, exc):
         text = str(exc).lower()
         return isinstance(exc, peewee.OperationalError) and ("locked" in text or "busy" in text)
 
@@ -443,7 +447,7 @@ class PostgresEngine(Engine):
                 f"TYPE {self.column_type(field)}")
 
 
-    def transient(self, exc):
+    def _transient(self, exc):
         if isinstance(exc, peewee.InterfaceError):
             return True
         code = getattr(getattr(exc, "orig", None) or exc, "pgcode", None) or ""
@@ -504,7 +508,7 @@ class MariaEngine(Engine):
         return _hash_suffix(f"{self.prefix}{table}_{index}", 63)
 
 
-    def transient(self, exc):
+    def _transient(self, exc):
         if isinstance(exc, peewee.InterfaceError):
             return True
         code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0

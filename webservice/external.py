@@ -15,9 +15,9 @@ from typing import Any
 import jsonschema
 
 from webservice.errors import InvalidParameterException, InvalidResponseException
+from webservice.phpparams import php_int
 
 _JSON_TYPES = {"PARAM_INT": "integer", "PARAM_FLOAT": "number", "PARAM_BOOL": "boolean"}
-INT64 = (-(2**63), 2**63 - 1)
 
 
 def value(param: str, description: str = "", *, required: bool = True, default: Any = None) -> dict:
@@ -60,11 +60,10 @@ def _cast_scalar(raw, schema: dict):
         raise InvalidParameterException("Scalar type expected, array or object received.")
     param, text = schema["x-param"], str(raw)
     if param == "PARAM_INT":
-        # at most 19 digits before int(): a longer number is out of range anyway, and Python
-        # refuses to convert one of over 4300 digits
-        if not re.fullmatch(r"-?[1-9][0-9]{0,18}|0", text) or not INT64[0] <= int(text) <= INT64[1]:
+        number = php_int(text)
+        if number is None:
             raise _invalid_scalar(text, param)
-        return int(text)
+        return number
     if param in ("PARAM_ALPHANUMEXT", "PARAM_ALPHA"):  # Moodle: a value its cleaning would change is invalid
         if not (_ALPHANUMEXT if param == "PARAM_ALPHANUMEXT" else _ALPHA).fullmatch(text):
             raise _invalid_scalar(text, param)

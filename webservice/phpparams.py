@@ -81,7 +81,7 @@ def php_parameters(pairs: list[tuple[str, str]], max_nesting: int = MAX_INPUT_NE
             current = next_free.get(id(node))  # None: no integer key yet
             if key == "":
                 key = str(0 if current is None else current)
-            number = _int_key(key)
+            number = php_int(key)
             if number is not None and (current is None or number >= current):
                 next_free[id(node)] = number + 1
             if depth == len(keys) - 1:
@@ -94,10 +94,12 @@ def php_parameters(pairs: list[tuple[str, str]], max_nesting: int = MAX_INPUT_NE
     return {name: _lists(value, appended) for name, value in result.items()}
 
 
-def _int_key(key: str) -> int | None:
-    if not _INT_KEY.fullmatch(key):
+def php_int(text: str) -> int | None:
+    """The integer a canonical decimal string within 64 bits stands for (how PHP reads an array
+    key, and PARAM_INT), else None. At most 19 digits reach int(): Python refuses over 4300."""
+    if not _INT_KEY.fullmatch(text):
         return None
-    number = int(key)
+    number = int(text)
     return number if _INT64[0] <= number <= _INT64[1] else None
 
 

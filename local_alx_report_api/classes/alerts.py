@@ -9,7 +9,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
+from moodle_core.engines import Engine, first_line
 
 log = logging.getLogger(__name__)
 RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
@@ -40,8 +40,8 @@ def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity
     flush_pending(engine, settings)
     try:
         return _store(engine, settings, **alert)
-    except DATABASE_ERRORS as exc:
-        if not engine.transient(exc):
+    except Exception as exc:  # an alert is never worth failing the work that raised it
+        if not engine.transient(exc):  # a bug or a bad row, not an away database
             log.exception("could not store alert %s/%s/%s: %s", alert_type, severity, subject, message)
             return None
         with _PENDING_LOCK:
@@ -51,8 +51,6 @@ def raise_alert(engine: Engine, settings, now: int, *, alert_type: str, severity
         log.warning("alert %s/%s/%s %s (%s): %s", alert_type, severity, subject,
                     "kept until the database answers" if kept else f"dropped: {MAX_PENDING} already kept",
                     first_line(exc), message)
-    except Exception:  # an alert is never worth failing the work that raised it
-        log.exception("could not store alert %s/%s/%s: %s", alert_type, severity, subject, message)
     return None
 
 
@@ -63,11 +61,9 @@ def flush_pending(engine: Engine, settings) -> int:
         while _PENDING:
             try:
                 _store(engine, settings, **_PENDING[0])
-            except DATABASE_ERRORS as exc:
+            except Exception as exc:
                 if engine.transient(exc):
                     break
-                log.exception("could not store kept alert %s", _PENDING[0])
-            except Exception:
                 log.exception("could not store kept alert %s", _PENDING[0])
             _PENDING.pop(0)
             stored += 1

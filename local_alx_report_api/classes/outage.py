@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from local_alx_report_api.classes import alerts
-from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
+from moodle_core.engines import Engine, first_line
 
 log = logging.getLogger("alx_report_api.outage")
 
@@ -43,14 +43,11 @@ class OutageGuard:
                 return
         try:
             work()
-        except DATABASE_ERRORS as exc:
+        except Exception as exc:
             if self.engine.transient(exc):  # the database is away (or busy): an outage
                 self._failed(exc)
-                return
-            log.exception("%s failed", what)  # a wrong statement or a constraint: a bug, not an outage
-            return
-        except Exception:  # a bug must not stop sync, alerts and notifications for good
-            log.exception("%s failed", what)
+            else:  # a bug, or a wrong statement: logged, and sync, alerts and notifications go on
+                log.exception("%s failed", what)
             return
         if self.down:
             self._recovered()

@@ -16,7 +16,7 @@ import peewee
 from local_alx_report_api.classes import sequence
 from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows
 from local_alx_report_api.classes.reporting import hundredths
-from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
+from moodle_core.engines import DATABASE_ERRORS, Engine
 
 log = logging.getLogger(__name__)
 FUNCTION = "local_alx_report_api_get_course_progress"
@@ -498,14 +498,3 @@ def serve_stateless(engine: Engine, req: PageRequest, *, read_table, to_elements
     served = live_slice(engine, req, to_elements, after=None, offset=req.offset)
     return Outcome(served, definition, "stateless", "live", None, "never_filled")
 
-
-def as_moodle_error(engine: Engine, exc: Exception):
-    """The envelope for a page that could not be served even from live data (protocol.md 19–21)."""
-    from webservice.errors import DmlConnectionException, DmlReadException, MoodleException
-
-    if isinstance(exc, MoodleException):
-        return exc
-    first = first_line(exc)
-    if isinstance(exc, peewee.InterfaceError) or (engine.transient(exc) and "connect" in first.lower()):
-        return DmlConnectionException(first)
-    return DmlReadException(first)

@@ -44,8 +44,8 @@ def parse_filters(query, types: list[str], companies: dict[int, object]) -> tupl
         errors["severity"], filters["severity"] = "Choose low, medium, high or critical.", ""
     if filters["type"] and filters["type"] not in types:
         errors["type"], filters["type"] = "There are no alerts of this type.", ""
-    company = filters["companyid"]
-    if company and not (whole(company) is not None and (whole(company) == 0 or whole(company) in companies)):
+    company, number = filters["companyid"], whole(filters["companyid"])
+    if company and not (number is not None and (number == 0 or number in companies)):
         errors["companyid"], filters["companyid"] = "Choose a company from the list.", ""
     return filters, errors
 

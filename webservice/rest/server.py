@@ -11,7 +11,7 @@ import traceback
 import falcon
 import peewee
 
-from moodle_core.engines import QUERY_COMPANY, measure_db_time
+from moodle_core.engines import QUERY_COMPANY, first_line, measure_db_time
 from webservice import auth, render
 from webservice.call import Call, RequestLog, token_hash
 from webservice.errors import (
@@ -43,7 +43,7 @@ def as_moodle(exc: Exception, doing: str) -> MoodleException:
     """The Moodle error for an exception that is not one: the database's own, or
     `unexpectederror`. Logged once, the traceback cut to its last frames (a RecursionError's
     runs to hundreds)."""
-    first = str(exc).splitlines()[0][:500] if str(exc) else None
+    first = first_line(exc)[:500] if str(exc).strip() else None
     if isinstance(exc, peewee.InterfaceError) or (isinstance(exc, peewee.OperationalError) and first
                                                     and "connect" in first.lower()):
         log.error("database connection failed in %s: %s", doing, first)

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 from local_alx_report_api.classes import cache, company_settings, pages, pulls, ratelimit, sequence
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.lang import get_string
-from moodle_core.engines import DATABASE_ERRORS, QUERY_COMPANY
+from moodle_core.engines import QUERY_COMPANY
 from webservice.errors import InvalidParameterException, MoodleException
 from webservice.external import multiple, single, value
 
@@ -110,13 +110,12 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
                                              "count": served.count}, call.now, settings.get("cache_ttl_minutes"))
         return served
 
-    try:
-        if req.sync_mode == 3:
-            outcome = pulls.serve_stateless(engine, req, read_table=read_table, to_elements=to_elements)
-        else:
-            outcome = serve_pull(call, settings, req, read_table, to_elements, free)
-    except DATABASE_ERRORS as exc:  # a bug is not a database error: it reaches the server as it is
-        raise pulls.as_moodle_error(engine, exc) from exc
+    # a database error that survived the retries and the live fallback reaches the REST server,
+    # which answers dmlreadexception or dbconnectionfailed
+    if req.sync_mode == 3:
+        outcome = pulls.serve_stateless(engine, req, read_table=read_table, to_elements=to_elements)
+    else:
+        outcome = serve_pull(call, settings, req, read_table, to_elements, free)
     definition = outcome.definition
     call.log.set(sync_mode=definition.mode, data_source="cache" if status["cache"] == "hit" else outcome.source,
                  cache_status="off" if outcome.source == "live" else status["cache"], record_count=outcome.slice.count)
