@@ -45,9 +45,20 @@ def _positive(low: int, high: int, name: str):
     return parse
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """--help shows an option's default after its description, unless it has none (None, or a
+    flag's False) or the description already says it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)  # every option's default
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):

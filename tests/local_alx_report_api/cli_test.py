@@ -191,6 +191,9 @@ def test_every_option_says_what_it_does_and_its_default(capsys):
     out = run(capsys, "demo-site", "--help")[1]
     assert "learners, spread over them (default: 60)" in " ".join(out.split())
     assert "HOST:PORT to listen on (default: 127.0.0.1:8000)" in " ".join(run(capsys, "serve", "--help")[1].split())
+    for command in ("", "cron", "populate"):  # no default to show, or the description says it
+        assert "(default: None)" not in run(capsys, *command.split(), "--help")[1]
+        assert "(default: False)" not in run(capsys, *command.split(), "--help")[1]
 
 
 def test_a_closed_pipe_ends_the_command_quietly(site):
