@@ -180,7 +180,7 @@ class SendTest(Page):
     def post(self, ctx: Ctx) -> None:
         outcome = alerts.send_test_alert(ctx.engine, ctx.cc.moodle, ctx.settings, ctx.now, by=ctx.admin.id)
         notice = "Test alert: " + "; ".join(outcome.lines())
-        ctx.redirect(url("/alerts", id=outcome.alert_id), notice=notice)
+        ctx.redirect(url("/alerts", id=outcome.alert_id), notice=notice, failed=not outcome.ok)
 
 
 ROUTES = {"/alerts": AlertsPage, "/alerts/resolve": Resolve, "/alerts/test": SendTest}

@@ -132,6 +132,7 @@ class Ctx:
         self.query = Form.parse(req.query_string or "")
         self.form = Form({})
         self.notice = None
+        self.notice_failed = False  # a notice of failure looks different (red, role=alert)
         self.flash: dict | None = None
 
     @property
@@ -150,13 +151,15 @@ class Ctx:
         self.resp.status = status
         self.resp.content_type = falcon.MEDIA_HTML
         self.resp.text = self.cc.templates.get_template(template).render(
-            admin=self.admin, sesskey=self.sesskey, notice=self.notice, now=self.now, path=self.req.path, **values)
+            admin=self.admin, sesskey=self.sesskey, notice=self.notice, notice_failed=self.notice_failed, now=self.now, path=self.req.path, **values)
 
-    def redirect(self, path: str, notice: str | None = None, flash: dict | None = None) -> None:
-        """303 to a control-center path, with a one-line notice shown there (admin-ui.md 1).
-        `flash`: small signed data the next GET receives once as `ctx.flash` (never secrets)."""
+    def redirect(self, path: str, notice: str | None = None, flash: dict | None = None, *,
+                 failed: bool = False) -> None:
+        """303 to a control-center path, with a one-line notice shown there (admin-ui.md 1), marked
+        as a failure if `failed`. `flash`: small signed data the next GET receives once as `ctx.flash`
+        (never secrets)."""
         if notice or flash:
-            payload = {"text": notice or "", **({"data": flash} if flash else {})}
+            payload = {"text": notice or "", **({"data": flash} if flash else {}), **({"failed": 1} if failed else {})}
             self.resp.set_cookie(NOTICE, session.sign(self.cc.settings.admin.secret_key, payload),
                                  path=PREFIX + "/", http_only=True, same_site="Lax", secure=secure(self.cc))
         self.resp.status = falcon.HTTP_303
@@ -239,6 +242,7 @@ class Page:
         notice = session.unsign(self.cc.settings.admin.secret_key, req.cookies.get(NOTICE))
         if notice and method == "get" and not self.is_json:  # a poll never takes a page's notice
             ctx.notice = str(notice.get("text", ""))
+            ctx.notice_failed = bool(notice.get("failed"))
             ctx.flash = notice.get("data") if isinstance(notice.get("data"), dict) else None
             resp.unset_cookie(NOTICE, path=PREFIX + "/")
         try:

@@ -31,8 +31,9 @@ def free_port() -> int:
 
 
 class Demo:
-    def __init__(self, base: str, token: str, password: str, folder: Path, managers: list[tuple[str, int, str]]):
-        self.base, self.token, self.password, self.folder = base, token, password, folder
+    def __init__(self, base: str, token: str, password: str, folder: Path, managers: list[tuple[str, int, str]],
+                 printed: str):
+        self.base, self.token, self.password, self.folder, self.printed = base, token, password, folder, printed
         self.managers = managers  # (username, company id, token) of the demo's company managers
 
     def url(self, path: str) -> str:
@@ -52,11 +53,11 @@ def demo(tmp_path_factory):
     """bin/run-demo, exactly as README runs it, on a free port in a temporary folder."""
     folder = tmp_path_factory.mktemp("demo")
     port = free_port()
-    env = {**os.environ, "DEMO_DIR": str(folder), "DEMO_BIND": f"127.0.0.1:{port}", "DEMO_COMPANIES": "3",
-           "DEMO_USERS": "60", "DEMO_COURSES": "6", "ALX_CRON_JOB_POLL_SECONDS": "1"}
+    env = {**os.environ, "ALX_CRON_JOB_POLL_SECONDS": "1"}
     log = open(folder / "run-demo.log", "w")
-    proc = subprocess.Popen([str(ROOT / "bin" / "run-demo")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen([str(ROOT / "bin" / "run-demo"), "--dir", str(folder), "--bind", f"127.0.0.1:{port}",
+                             "--companies", "3", "--users", "60", "--courses", "6"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
@@ -73,7 +74,7 @@ def demo(tmp_path_factory):
         token = re.search(r"-d wstoken=(\w+)", text).group(1)
         password = re.search(r"sign in as admin / (\S+)\)", text).group(1)
         managers = [(u, int(c), t) for u, c, t in re.findall(r"Token for (\S+) \(company (\d+)\): (\w+)", text)]
-        yield Demo(base, token, password, folder, managers)
+        yield Demo(base, token, password, folder, managers, text)
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)

@@ -323,8 +323,10 @@ def test_a_failing_channel_is_shown_as_failed(db, site, inbox, sms_gateway, monk
                     local_alx_report_api__alert_emails="ops@example.com", local_alx_report_api__alert_threshold="high",
                     sms__enabled="true", sms__gateway_url=sms_gateway["url"], sms__recipients="+4712345678")
     page = submit(app, "/alerts/test").follow()
-    assert page.html.select_one("p.notice").text == ("Test alert: email: sent after 1 attempt(s): ops@example.com; "
-                                                     "sms: failed after 3 attempt(s): RuntimeError: HTTP 502: Bad gateway")
+    notice = page.html.select_one("p.notice")
+    assert notice.text == ("Test alert: email: sent after 1 attempt(s): ops@example.com; "
+                           "sms: failed after 3 attempt(s): RuntimeError: HTTP 502: Bad gateway")
+    assert notice["class"] == ["notice", "failed"] and notice["role"] == "alert"  # not the green success banner
     sent = {r[0]: r[1] for r in table(page, "#notifications")}
     assert sent == {"email": "sent", "sms": "failed"} and len(sms_gateway["bodies"]) == 3
     assert db.scalar("SELECT notified FROM {t:local_alx_api_alerts}") == alerts.FAILED
@@ -333,6 +335,22 @@ def test_a_failing_channel_is_shown_as_failed(db, site, inbox, sms_gateway, monk
 
 def test_test_alert_without_a_channel(db, site):
     page = submit(signed_in(db), "/alerts/test").follow()
-    assert page.html.select_one("p.notice").text == f"Test alert: {alerts.NO_CHANNEL}"
+    notice = page.html.select_one("p.notice")
+    assert notice.text == (f"Test alert: {alerts.NO_CHANNEL}; email: off ([local_alx_report_api] alert_emails holds "
+                           "no valid address); sms: off ([sms] enabled = false)")
+    assert notice["class"] == ["notice", "failed"]
     assert db.scalar("SELECT notified FROM {t:local_alx_api_alerts}") == alerts.NOT_REQUIRED
     assert "No notification was required" in page.text
+
+
+def test_the_test_alert_goes_through_sms_whatever_its_minimum_severity(db, site, sms_gateway):
+    """monitoring.md 3.9: every enabled channel; an SMS channel set to `critical` only is still tested
+    (a medium test alert used to report "No channel is configured" in a green banner)."""
+    app = signed_in(db, sms__enabled="true", sms__gateway_url=sms_gateway["url"], sms__recipients="+4712345678",
+                    sms__min_severity="critical", local_alx_report_api__enable_email_alerts="0")
+    notice = submit(app, "/alerts/test").follow().html.select_one("p.notice")
+    assert notice.text == ("Test alert: sms: sent after 1 attempt(s): +4712345678; "
+                           "email: off ([local_alx_report_api] enable_email_alerts = 0)")
+    assert notice["class"] == ["notice"] and notice["role"] == "status"
+    assert "TEST alert" in sms_gateway["bodies"][0]
+    assert db.scalar("SELECT notified FROM {t:local_alx_api_alerts}") == alerts.SENT

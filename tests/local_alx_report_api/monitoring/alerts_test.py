@@ -196,6 +196,35 @@ def test_alerts_test_command_reports_each_channel(tmp_path, monkeypatch, capsys,
     assert tuple(row) == (1, 1)
 
 
+def test_alerts_test_in_a_subprocess_names_every_channel_and_fails_visibly(tmp_path, gateway):
+    """Issue 18: SMS set to `critical` only still takes the (medium) test alert, the channel that is
+    off says why, and a failed channel makes the exit status 1."""
+    import subprocess
+    import sys
+
+    from local_alx_report_api.classes import installer
+    from moodle_core import engines, generator
+
+    url, received = gateway
+    engine = engines.connect(f"sqlite:///{tmp_path / 'm.sqlite3'}", create=True)
+    generator.generate(engine, companies=1, users=2)
+    installer.install(engine, NOW)
+    settings = tmp_path / "settings.ini"
+
+    def alerts_test(gateway_url):
+        settings.write_text(f"[database]\nurl = sqlite:///m.sqlite3\n[sms]\nenabled = true\ngateway_url = {gateway_url}\n"
+                            "recipients = +4712345678\nmin_severity = critical\n")
+        return subprocess.run([sys.executable, "-m", "local_alx_report_api.cli", "--config", str(settings), "alerts",
+                               "test"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    done = alerts_test(url)
+    assert (done.returncode, done.stdout) == (0, "sms: sent after 1 attempt(s): +4712345678\n"
+                                                 "email: off ([local_alx_report_api] alert_emails holds no valid address)\n")
+    assert "TEST alert" in received[0][2]
+    done = alerts_test("http://127.0.0.1:9/send")  # nothing listens there
+    assert done.returncode == 1 and done.stdout.startswith("sms: failed after 3 attempt(s): "), done.stdout
+
+
 @pytest.mark.parametrize("method, content_type", [("POST", "form"), ("GET", "json")])
 def test_sms_form_and_get_requests(db, method, content_type):
     from urllib.parse import parse_qs, urlsplit
