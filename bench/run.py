@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import fixture, load, site
-from local_alx_report_api.classes import pulls, sequence
+from local_alx_report_api.classes import company_state, pulls
 from local_alx_report_api.classes.progress import Scope, reported_query
 from local_alx_report_api.settings import load as load_settings
 from local_alx_report_api.task import TaskEnv, sync_reporting_data_task
@@ -45,24 +45,6 @@ def stats(samples: list[float]) -> dict:
     p95 = ms[min(len(ms) - 1, max(0, round(0.95 * len(ms) + 0.5) - 1))]
     return {"n": len(ms), "min": round(ms[0], 2), "median": round(statistics.median(ms), 2), "p95": round(p95, 2),
             "max": round(ms[-1], 2)}
-
-
-class Recorder:
-    """Captures the SQL an engine sends (already in the driver's parameter style)."""
-
-    def __init__(self, engine: Engine):
-        self.engine, self.calls = engine, []
-        self._orig = engine._run
-
-    def __enter__(self):
-        def run(sql, params):
-            self.calls.append((sql, tuple(params)))
-            return self._orig(sql, params)
-        self.engine._run = run
-        return self
-
-    def __exit__(self, *exc):
-        self.engine._run = self._orig
 
 
 def floor(raw, sql: str, params: tuple, repeat: int, warmup: int = 3) -> tuple[dict, int]:
@@ -242,10 +224,10 @@ class Bench:
         samples, counts = self._series(client, token, [0] * n)
         key, = engine.rows("SELECT cache_key FROM {t:local_alx_api_cache} WHERE companyid = ? "
                            "ORDER BY hit_count DESC LIMIT 1", (big.id,))[0]
-        with Recorder(engine) as rec:
+        with engine.recording() as calls:
             from local_alx_report_api.classes import cache
             cache.read(engine, big.id, key, int(time.time()))
-        sql, params = rec.calls[0]
+        sql, params = calls[0]
         fl, _ = floor(raw, sql, params, n)
         self.record("cache_hit", unit="ms", rows=counts[0], **stats(samples), floor=fl,
                     ratio=round(stats(samples)["median"] / fl["median"], 2), log=self._log_status(engine, mark, big.id),
@@ -256,10 +238,10 @@ class Bench:
         self._series(client, token, [0] * warm, before=purge)
         samples, counts = self._series(client, token, [0] * n, before=purge)
         req = self._request(engine, big)
-        definition = pulls.Definition("full", 0, sequence.current(engine, big.id), False)
-        with Recorder(engine) as rec:
+        definition = pulls.Definition("full", 0, company_state.current(engine, big.id), False)
+        with engine.recording() as calls:
             pulls.table_rows(engine, req, definition, after=(0, 0))
-        fl, floor_rows = floor(raw, *rec.calls[-1], n)
+        fl, floor_rows = floor(raw, *calls[-1], n)
         miss = stats(samples)
         self.record("cache_miss_offset_0", unit="ms", rows=counts[0], floor_rows=floor_rows, **miss, floor=fl,
                     ratio=round(miss["median"] / fl["median"], 2), log=self._log_status(engine, mark, big.id),
@@ -283,9 +265,9 @@ class Bench:
         self._series(client, token, [start + i * LIMIT for i in range(warm)])
         samples, counts = self._series(client, token, [deep + i * LIMIT for i in range(n)])
         key_deep = pulls.table_rows(engine, replace(req, limit=1), definition, offset=deep - 1)[0].progress.key
-        with Recorder(engine) as rec:
+        with engine.recording() as calls:
             pulls.table_rows(engine, req, definition, after=key_deep)
-        fl, floor_rows = floor(raw, *rec.calls[-1], n)
+        fl, floor_rows = floor(raw, *calls[-1], n)
         got = stats(samples)
         self.record("deep_page", unit="ms", offset=deep, rows=counts[0], floor_rows=floor_rows, **got, floor=fl,
                     ratio=round(got["median"] / fl["median"], 2),
@@ -297,9 +279,9 @@ class Bench:
         mark = self._last_log(engine)
         self._series(client, fb_token, [0] * warm)
         samples, counts = self._series(client, fb_token, [0] * n)
-        with Recorder(engine) as rec:
+        with engine.recording() as calls:
             pulls.live_page(engine, self._request(engine, fb), after=(0, 0), offset=0)
-        fl, floor_rows = floor(raw, *rec.calls[-1], n)
+        fl, floor_rows = floor(raw, *calls[-1], n)
         got = stats(samples)
         self.record("fallback_live_page", unit="ms", rows=counts[0], floor_rows=floor_rows, **got, floor=fl,
                     ratio=round(got["median"] / fl["median"], 2), log=self._log_status(engine, mark, fb.id),
@@ -328,7 +310,7 @@ class Bench:
                     changed=sum(summary[k] for k in ("inserted", "updated", "reactivated", "deleted")),
                     note="first run after populate: every company's full sync (no cutoffs yet)")
         # the big company's token: a completed pull right now (its watermark = the counter)
-        self.watermark = sequence.current(engine, self.big.id)
+        self.watermark = company_state.current(engine, self.big.id)
         learners = [r[0] for r in engine.rows("SELECT id FROM {t:user} WHERE username LIKE 'learner%' AND deleted = 0 "
                                               "AND suspended = 0 ORDER BY id")]
         rows = self._active_rows_all(engine)
@@ -378,10 +360,10 @@ class Bench:
         self._series(client, token, [0] * warm, before=completed_pull)
         samples, counts = self._series(client, token, [0] * n, before=completed_pull)
         req = self._request(engine, big)
-        definition = pulls.Definition("incremental", self.watermark, sequence.current(engine, big.id), True)
-        with Recorder(engine) as rec:
+        definition = pulls.Definition("incremental", self.watermark, company_state.current(engine, big.id), True)
+        with engine.recording() as calls:
             pulls.table_rows(engine, req, definition, after=(0, 0))
-        fl, floor_rows = floor(raw, *rec.calls[-1], n)
+        fl, floor_rows = floor(raw, *calls[-1], n)
         got = stats(samples)
         self.record("incremental_page", unit="ms", rows=counts[0], floor_rows=floor_rows, **got, floor=fl,
                     ratio=round(got["median"] / fl["median"], 2), log=self._log_status(engine, mark, big.id),

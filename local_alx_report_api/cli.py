@@ -122,7 +122,7 @@ class Context:
     def __init__(self, args, create: bool = False):
         self.settings = plugin_settings.load(settings_path(args.config, os.environ))
         db = self.settings.database
-        self.engine = engines.connect(db.url, db.prefix, create=create)
+        self.engine = engines.connect(db.url, db.prefix, create=create, iomad_schema=db.iomad_schema)
         self.engine.slow_query_ms = self.settings.local_alx_report_api.slow_query_ms
         self.engine.retry_attempts, self.engine.retry_base_delay = db.retry_attempts, db.retry_base_delay
         self._moodle = None
@@ -130,7 +130,7 @@ class Context:
     @property
     def moodle(self) -> Moodle:
         if self._moodle is None:
-            self._moodle = Moodle(self.engine, self.settings.database.iomad_schema)
+            self._moodle = Moodle(self.engine)
         return self._moodle
 
     def clock(self):
@@ -275,7 +275,7 @@ def cmd_serve(args) -> int:
 
 def task_manager(ctx: Context, output=print, should_stop=lambda: False):
     """The scheduled tasks of tasks.md 1 (with settings.ini overrides) and their runner."""
-    from local_alx_report_api.task import definitions
+    from local_alx_report_api.db.tasks import definitions
     from moodle_core.taskmanager import TaskManager
 
     zone = ctx.moodle.site_timezone(ctx.settings.site.timezone)[0]
@@ -408,12 +408,12 @@ def cmd_task(args) -> int:
 
 def cmd_alerts(args) -> int:
     """`alerts test` (monitoring.md 3.9): a stored, already resolved test alert, sent at once."""
-    from local_alx_report_api.classes import alerts
+    from local_alx_report_api.classes import notifications
 
     ctx = Context(args)
     ctx.moodle.require_tables()
     ctx.require_plugin()
-    outcome = alerts.send_test_alert(ctx.engine, ctx.moodle, ctx.settings, int(time.time()))
+    outcome = notifications.send_test_alert(ctx.engine, ctx.moodle, ctx.settings, int(time.time()))
     for line in outcome.lines():
         print(line)
     return 0 if outcome.ok else 1
@@ -442,6 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CliError, ConfigError) as exc:
         print(f"alx-report-api: {exc}", file=sys.stderr)
         return getattr(exc, "code", 1)
+    except engines.DATABASE_ERRORS as exc:  # decision 10: one line (a missing grant, a lost server), no traceback
+        print(f"alx-report-api: database error: {engines.first_line(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `alx-report-api … | head`: the reader has gone; leave quietly

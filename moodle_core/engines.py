@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlsplit
 import peewee
 
 from moodle_core.config import ConfigError
+from moodle_core.moodle_schema import IOMAD5_NAMES
 
 log = logging.getLogger("alx_report_api.db")
 T = TypeVar("T")
@@ -96,7 +97,9 @@ class Engine:
         self.db = db
         self.url = url
         self.prefix = prefix
-        self.aliases: dict[str, str] = {}  # logical → physical name (IOMAD 5.x renames)
+        self.aliases: dict[str, str] = {}  # logical → physical name (IOMAD 5.x renames), set by name_tables
+        self.iomad: str | None = None  # "4", "5", or None: no IOMAD tables (yet)
+        self._recorders: list[list[tuple[str, tuple]]] = []  # see recording()
 
     # -- SQL text -------------------------------------------------------------------------
     def quote(self, name: str) -> str:
@@ -123,9 +126,22 @@ class Engine:
     slow_query_ms = 1000  # set from settings by the composition root
     retry_attempts, retry_base_delay = 1, 1.0  # likewise ([database] retry_attempts, retry_base_delay)
 
+    @contextlib.contextmanager
+    def recording(self):
+        """Yields a list that receives every statement this engine runs in the block, as (SQL,
+        parameters) in the driver's style: for statement-count tests and the benchmark's floors."""
+        calls: list[tuple[str, tuple]] = []
+        self._recorders.append(calls)
+        try:
+            yield calls
+        finally:
+            self._recorders.remove(calls)
+
     def _run(self, sql: str, params):
         """Every statement is timed: summed into the request's database time and, when slower
         than `slow_query_ms`, written to the process log (monitoring.md, Slow queries)."""
+        for calls in self._recorders:
+            calls.append((sql, tuple(params or ())))
         started = time.perf_counter()
         try:
             return self.db.execute_sql(sql, params)
@@ -312,6 +328,16 @@ class Engine:
     def tables(self) -> set[str]:
         return set(self.db.get_tables())
 
+    def name_tables(self, iomad_schema: str = "auto") -> None:
+        """IOMAD 4.x or 5.x table names (`[database] iomad_schema`; auto: whichever company table
+        exists). `connect` calls it once, so every statement of this engine names the right tables."""
+        if iomad_schema == "auto":
+            present = self.tables()
+            iomad_schema = "4" if self.prefix + "company" in present else \
+                "5" if self.prefix + "local_iomad_companies" in present else None
+        self.iomad = iomad_schema
+        self.aliases = dict(IOMAD5_NAMES) if iomad_schema == "5" else {}
+
     int_sizes: dict[str, int] = {}
     schema_expr = ""
 
@@ -348,16 +374,8 @@ class Engine:
             self._release(handle)
 
     def _acquire(self, name: str, timeout: float):
-        deadline = time.monotonic() + timeout
-        while True:
-            handle = self._try_acquire(name)
-            if handle is not None:
-                return handle
-            if time.monotonic() >= deadline:
-                raise LockBusy(name)
-            time.sleep(min(0.2, max(0.01, deadline - time.monotonic())))
-
-    def _try_acquire(self, name: str):
+        """The lock's handle, or LockBusy after waiting up to `timeout` s on one connection (the
+        server blocks: no reconnect per attempt)."""
         raise NotImplementedError
 
     def _release(self, handle) -> None:
@@ -412,14 +430,18 @@ class SqliteEngine(Engine):
     def _lock_path(self, name: str) -> Path:
         return Path(f"{self.db.database}.{re.sub(r'[^A-Za-z0-9_.-]', '_', self.prefix + name)}.lock")
 
-    def _try_acquire(self, name):
+    def _acquire(self, name, timeout):
         handle = open(self._lock_path(name), "a+")
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            return None
-        return handle
+        deadline = time.monotonic() + timeout
+        while True:  # flock has no timeout: poll the one open file
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return handle
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.close()
+                    raise LockBusy(name) from None
+                time.sleep(min(0.05, max(0.005, deadline - time.monotonic())))
 
     def _release(self, handle):
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
@@ -464,13 +486,27 @@ class PostgresEngine(Engine):
         digest = hashlib.sha256((self.prefix + name).encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
-    def _try_acquire(self, name):
+    def _acquire(self, name, timeout):
         side = self._side_connection()
-        got = side.execute_sql("SELECT pg_try_advisory_lock(%s)", (self._lock_key(name),)).fetchone()[0]
+        key = self._lock_key(name)
+        try:
+            if timeout <= 0:
+                got = side.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+            else:  # the server waits; lock_timeout ends the wait with 55P03
+                side.execute_sql(f"SET lock_timeout = '{max(1, int(timeout * 1000))}ms'")
+                try:
+                    got = side.execute_sql("SELECT pg_advisory_lock(%s)", (key,)).fetchone() is not None
+                except peewee.OperationalError as exc:
+                    if getattr(getattr(exc, "orig", None) or exc, "pgcode", None) != "55P03":
+                        raise
+                    got = False
+        except BaseException:
+            side.close()
+            raise
         if got:
             return side
         side.close()
-        return None
+        raise LockBusy(name)
 
     def _release(self, handle):
         handle.close()  # closing the session releases its advisory locks
@@ -530,13 +566,17 @@ class MariaEngine(Engine):
         full = f"{self.db.database}{self.prefix}{name}"
         return full if len(full) <= 64 else hashlib.sha256(full.encode()).hexdigest()
 
-    def _try_acquire(self, name):
+    def _acquire(self, name, timeout):
         side = self._side_connection()
-        got = side.execute_sql("SELECT GET_LOCK(%s, 0)", (self._lock_name(name),)).fetchone()[0]
+        try:  # the server waits up to the timeout (fractions of a second allowed)
+            got = side.execute_sql("SELECT GET_LOCK(%s, %s)", (self._lock_name(name), max(0.0, timeout))).fetchone()[0]
+        except BaseException:
+            side.close()
+            raise
         if got == 1:
             return side
         side.close()
-        return None
+        raise LockBusy(name)
 
     def _release(self, handle):
         handle.close()  # a closed session frees its GET_LOCK locks
@@ -570,15 +610,22 @@ def _unquote(default):
     return text
 
 
-def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool = False) -> Engine:
-    """Open the database a URL names. Raises ConfigError with one clear line on failure.
+def _masked(url: str) -> str:
+    """A URL as messages show it: its password masked, as the `settings` command shows it (decision 51)."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/]*@", r"\1********@", url, flags=re.IGNORECASE)
+
+
+def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool = False,
+            iomad_schema: str = "auto") -> Engine:
+    """Open the database a URL names, with IOMAD's table names of `iomad_schema` (see
+    Engine.name_tables). Raises ConfigError with one clear line on failure.
 
     An SQLite file must already exist unless `create` is set (only the demo-site generator
     creates databases), so a mistyped path never leaves an empty file behind."""
     parts = urlsplit(url)
     kind = SCHEMES.get(parts.scheme.lower())
     if kind is None:
-        raise ConfigError(f"Unsupported database URL '{url}': use sqlite:///path, "
+        raise ConfigError(f"Unsupported database URL '{_masked(url)}': use sqlite:///path, "
                           "postgresql://user:pass@host:5432/db or mariadb://user:pass@host:3306/db")
     if not re.fullmatch(r"[a-z0-9_]*", prefix):
         raise ConfigError(f"Invalid value for [database] prefix: expected lower-case letters, digits "
@@ -598,7 +645,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
     else:
         name = unquote(parts.path.lstrip("/"))
         if not name:
-            raise ConfigError(f"Invalid database URL '{url}': no database name")
+            raise ConfigError(f"Invalid database URL '{_masked(url)}': no database name")
         params = {"host": parts.hostname or "localhost", "user": unquote(parts.username or "") or None,
                   "password": unquote(parts.password or "") or None}
         if kind == "postgresql":
@@ -616,6 +663,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
         except Exception as exc:  # driver errors vary; the first line says enough
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"Cannot connect to the database {engine.describe()}: {first}") from exc
+        engine.name_tables(iomad_schema)
     return engine
 
 

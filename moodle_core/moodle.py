@@ -3,13 +3,14 @@ tables, Moodle's `config`, the site time zone and IOMAD companies."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import zoneinfo
 from dataclasses import dataclass
 
 from moodle_core.config import ConfigError
 from moodle_core.engines import Engine
-from moodle_core.moodle_schema import IOMAD5_NAMES, moodle_tables
+from moodle_core.moodle_schema import moodle_tables
 from moodle_core.xmldb import make_models
 
 log = logging.getLogger(__name__)
@@ -39,26 +40,23 @@ class User:
 
 
 class Moodle:
-    """The Moodle site behind one database connection."""
+    """The Moodle site behind one database connection (cheap to make: it holds no state of its
+    own; the engine knows the table names)."""
 
-    def __init__(self, engine: Engine, iomad_schema: str = "auto"):
+    def __init__(self, engine: Engine):
         self.engine = engine
-        self.iomad = self._detect_iomad(iomad_schema)
-        if self.iomad == "5":
-            engine.aliases.update(IOMAD5_NAMES)
-        self.models = make_models(moodle_tables(), engine.db, engine.prefix)
-        for logical, physical in engine.aliases.items():
-            self.models[logical]._meta.table_name = engine.prefix + physical
 
-    def _detect_iomad(self, choice: str) -> str | None:
-        if choice in ("4", "5"):
-            return choice
-        tables = self.engine.tables()
-        if self.engine.prefix + "company" in tables:
-            return "4"
-        if self.engine.prefix + "local_iomad_companies" in tables:
-            return "5"
-        return None
+    @property
+    def iomad(self) -> str | None:
+        return self.engine.iomad
+
+    @functools.cached_property
+    def models(self) -> dict:
+        """peewee models of Moodle's core tables (built on first use)."""
+        models = make_models(moodle_tables(), self.engine.db, self.engine.prefix)
+        for logical, physical in self.engine.aliases.items():
+            models[logical]._meta.table_name = self.engine.prefix + physical
+        return models
 
     def missing_tables(self) -> list[str]:
         """Required tables that are absent, with their physical names."""
@@ -111,7 +109,17 @@ class Moodle:
 
     def user_company(self, userid: int) -> Company | None:
         """The token user's company: the lowest company id among its memberships."""
-        row = self.engine.execute(
-            "SELECT c.id, c.shortname, c.name FROM {t:company_users} cu JOIN {t:company} c ON c.id = cu.companyid "
-            "WHERE cu.userid = ? ORDER BY c.id LIMIT 1", (userid,)).fetchone()
-        return Company(*row) if row else None
+        return self.user_companies([userid]).get(int(userid))
+
+    def user_companies(self, userids) -> dict[int, Company]:
+        """`user_company` for many users in one query (users of no company are left out)."""
+        ids = sorted({int(u) for u in userids})
+        if not ids:
+            return {}
+        found: dict[int, Company] = {}
+        for userid, *company in self.engine.rows(
+                "SELECT cu.userid, c.id, c.shortname, c.name FROM {t:company_users} cu JOIN {t:company} c "
+                f"ON c.id = cu.companyid WHERE cu.userid IN ({', '.join('?' * len(ids))}) ORDER BY cu.userid, c.id",
+                ids):
+            found.setdefault(int(userid), Company(*company))
+        return found

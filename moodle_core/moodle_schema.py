@@ -145,6 +145,15 @@ _T = {
         name char(255) NN =''
         value char(1333) NN =''
         """, [("userid_name", True, "userid", "name")]),
+    "user_private_key": ("""
+        script char(128) NN
+        value char(128) NN
+        userid int(10) NN
+        instance int(10)
+        iprestriction char(255)
+        validuntil int(10)
+        timecreated int(10)
+        """, [("script_value", False, "script", "value"), ("userid", False, "userid")]),
     "external_functions": ("""
         name char(200) NN =''
         classname char(100) NN =''

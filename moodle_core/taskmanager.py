@@ -82,6 +82,15 @@ class TaskManager:
             return None
         return TaskState(int(row[0]), row[1], row[2], int(row[3]), json.loads(row[4] or "{}"))
 
+    def states(self) -> dict[str, TaskState]:
+        """Every declared task's stored state by short name (a default state where none is
+        stored yet), in one query."""
+        stored = {h: TaskState(int(last), status, error, int(failures), json.loads(data or "{}"))
+                  for h, last, status, error, failures, data in self.engine.rows(
+                      "SELECT token_hash, last_sync_timestamp, last_sync_status, last_sync_error, consecutive_failures, "
+                      "state_data FROM {t:local_alx_api_sync_status} WHERE companyid = 0 AND kind = 'task'")}
+        return {task.name: stored.get(task.hash, TaskState()) for task in self.tasks}
+
     def _save(self, task: TaskDef, state: TaskState, now: int) -> None:
         values = (state.lastrun, state.status, state.error, state.consecutive_failures,
                   json.dumps(state.data, separators=(",", ":")), now)

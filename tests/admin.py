@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local_alx_report_api.controlcenter import session
+from local_alx_report_api.classes import session
 from tests.webapp import make_app
 
 SECRET = "test-secret-key-0123456789abcdefghijklmnop"

@@ -13,11 +13,17 @@ def new_site(engine, timezone: str = "99") -> SiteBuilder:
     """An empty Moodle site (admin, roles, modules, config) with the plugin tables installed."""
     global _ADMIN_HASH
     _ADMIN_HASH = _ADMIN_HASH or moodle_password_hash("Admin#12345", 4)
+    from tests.conftest import SCHEMAS
+
+    pooled = SCHEMAS.take(engine)  # an emptied standard schema of an earlier test, if there is one
     b = SiteBuilder(engine)
-    b.create_schema()
+    if not pooled:
+        b.create_schema()
     b.base_site(admin_password_hash=_ADMIN_HASH, timezone=timezone)
     b.flush()
     installer.install(engine, NOW)
+    if not pooled:
+        SCHEMAS.made(engine)
     return b
 
 

@@ -90,10 +90,11 @@ def create_app(settings: Settings, *, engine: Engine | None = None, clock: Calla
                services: list[str] | None = None) -> AnyMethod:
     """The WSGI app for one Moodle site. `clock` fixes "now" for tests."""
     if engine is None:
-        engine = engines.connect(settings.database.url, settings.database.prefix)
+        engine = engines.connect(settings.database.url, settings.database.prefix,
+                                 iomad_schema=settings.database.iomad_schema)
     engine.slow_query_ms = settings.local_alx_report_api.slow_query_ms
     engine.retry_attempts, engine.retry_base_delay = settings.database.retry_attempts, settings.database.retry_base_delay
-    moodle = Moodle(engine, settings.database.iomad_schema)
+    moodle = Moodle(engine)
     site = Site(settings, engine, moodle, load_registry(services or SERVICES),
                 ConfigCache(engine, settings.local_alx_report_api.config_cache_seconds))
     if clock is not None:

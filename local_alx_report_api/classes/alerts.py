@@ -7,12 +7,12 @@ import json
 import logging
 import socket
 import threading
-from dataclasses import dataclass
 
 from moodle_core.engines import Engine, first_line
 
 log = logging.getLogger(__name__)
 RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
+SEVERITIES = tuple(RANK)
 AUTO_NOTE = "Resolved automatically: condition cleared"
 PENDING, SENT, NOT_REQUIRED, FAILED = 0, 1, 2, 3
 TEST_MESSAGE = ("This is a TEST alert from ALX Report API. If you receive this email, the alert system is working "
@@ -114,51 +114,13 @@ def resolve_ids(engine: Engine, now: int, ids: list[int], *, by: int, note: str 
                           (now, by, note, *ids)).rowcount
 
 
-@dataclass
-class AlertTestResult:
-    alert_id: int
-    results: dict  # channel → {"status", "attempts", "recipients", "time", "error"?}; empty: no channel
-    unused: dict  # channel → why it is off
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.results) and all(r["status"] == "sent" for r in self.results.values())
-
-    def lines(self) -> list[str]:
-        """One line per channel, e.g. `email: sent after 1 attempt(s): ops@example.com` or
-        `sms: off ([sms] enabled = false)`; first the reason when no channel is enabled."""
-        lines = [] if self.results else [NO_CHANNEL]
-        lines += [f"{channel}: {r['status']} after {r['attempts']} attempt(s): "
-                  f"{', '.join(r['recipients']) if r['status'] == 'sent' else r.get('error', '')}"
-                  for channel, r in self.results.items()]
-        return lines + [f"{channel}: {why}" for channel, why in self.unused.items()]
-
-
-def send_test_alert(engine: Engine, moodle, settings, now: int, *, by: int = 0) -> AlertTestResult:
-    """The test alert (monitoring.md 3.9): stored already resolved (by `by`, 0 from the command line),
-    of type `test` at the `alert_threshold` severity, sent at once through every enabled channel
-    (whatever its minimum severity) with the formats and retries of send_notifications_task."""
-    from local_alx_report_api.task import TaskEnv, send_notifications_task  # the task imports this module
-
-    env = TaskEnv(engine, moodle, settings, lambda: now, lambda _: None)
-    alert_id = engine.insert("local_alx_api_alerts", {
-        "alert_type": "test", "severity": settings.local_alx_report_api.alert_threshold, "subject": f"test:{now}",
-        "message": TEST_MESSAGE, "alert_data": "{}", "hostname": socket.gethostname(), "timecreated": now,
-        "resolved": 1, "timeresolved": now, "resolvedby": by, "companyid": 0, "occurrences": 1, "lastseen": now,
-        "notified": PENDING})
-    alert = send_notifications_task.load(engine, alert_id)
-    wanted = send_notifications_task.channels(env, alert, test=True)
-    unused = send_notifications_task.unused(env)
-    if not wanted:
-        engine.execute("UPDATE {t:local_alx_api_alerts} SET notified = ? WHERE id = ?", (NOT_REQUIRED, alert_id))
-        return AlertTestResult(alert_id, {}, unused)
-    results = send_notifications_task.deliver(env, alert, wanted)
-    alert["data"]["notifications"] = results
-    outcome = AlertTestResult(alert_id, results, unused)
-    engine.execute("UPDATE {t:local_alx_api_alerts} SET alert_data = ?, notified = ? WHERE id = ?",
-                   (json.dumps(alert["data"], separators=(",", ":"), default=str), SENT if outcome.ok else FAILED,
-                    alert_id))
-    return outcome
+def open_counts(engine: Engine) -> dict[str, int]:
+    """Open alerts by severity."""
+    counts = dict.fromkeys(SEVERITIES, 0)
+    for severity, n in engine.rows("SELECT severity, COUNT(*) FROM {t:local_alx_api_alerts} WHERE resolved = 0 "
+                                   "GROUP BY severity"):
+        counts[severity] = int(n)
+    return counts
 
 
 def open_alerts(engine: Engine, alert_type: str, subject_prefix: str = "") -> list[tuple[int, str]]:

@@ -8,12 +8,13 @@ from dataclasses import dataclass
 
 import peewee
 
-from local_alx_report_api.classes import sequence
+from local_alx_report_api.classes import client_state, company_state
 from local_alx_report_api.classes.reporting import Counts, purge_cache, stored_rows_for, write_batch
 from moodle_core.engines import Engine
 from moodle_core.moodle import Company
 
 log = logging.getLogger(__name__)
+SYNC_MODES = {0: "Auto", 1: "Always incremental", 2: "Always full", 3: "Disabled"}  # sync_mode, by value
 
 FIELDS = ("userid", "firstname", "lastname", "email", "courseid", "coursename", "timecompleted",
           "timecompleted_unix", "timestarted", "timestarted_unix", "percentage", "status")
@@ -41,9 +42,23 @@ class CompanySettings:
 
 
 def load(engine: Engine, companyid: int) -> CompanySettings:
+    return _parsed(companyid, engine.rows("SELECT setting_name, setting_value FROM {t:local_alx_api_settings} "
+                                          "WHERE companyid = ?", (companyid,)))
+
+
+def load_all(engine: Engine, companyids) -> dict[int, CompanySettings]:
+    """The settings of these companies in one query (a page listing every company)."""
+    grouped: dict[int, list] = {int(cid): [] for cid in companyids}
+    for companyid, name, value in engine.rows("SELECT companyid, setting_name, setting_value FROM "
+                                              "{t:local_alx_api_settings} WHERE companyid > 0"):
+        if int(companyid) in grouped:
+            grouped[int(companyid)].append((name, value))
+    return {cid: _parsed(cid, rows) for cid, rows in grouped.items()}
+
+
+def _parsed(companyid: int, rows) -> CompanySettings:
     values, off = {}, set()
-    for name, value in engine.rows("SELECT setting_name, setting_value FROM {t:local_alx_api_settings} "
-                                   "WHERE companyid = ?", (companyid,)):
+    for name, value in rows:
         value = int(value)
         if name.startswith("course_") and name[7:].isdigit():
             if value == 0:
@@ -66,7 +81,7 @@ def save(engine, company: Company, store: dict, before: CompanySettings, now: in
     off = [cid for cid, on in store["courses"].items() if not on]
     rows = {name: value for name, value in store.items() if name != "courses"}
     rows.update({f"course_{cid}": on for cid, on in store["courses"].items()})
-    sequence.ensure_counter(engine, company.id, now)
+    company_state.ensure(engine, company.id, now)
     for attempt in (1, 2):  # a concurrent first save may insert the same rows: the second try updates
         try:
             with engine.write_transaction():
@@ -105,7 +120,6 @@ def clear_company_data(engine, companyid: int) -> tuple[int, int, int]:
     Returns (reporting rows, sync states, cache entries) deleted; raises LockBusy."""
     with engine.lock(f"company_{companyid}"), engine.write_transaction():
         rows = engine.execute("DELETE FROM {t:local_alx_api_reporting} WHERE companyid = ?", (companyid,)).rowcount
-        states = engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND "
-                                "kind IN ('api', 'cron')", (companyid,)).rowcount
+        states = client_state.forget_company(engine, companyid) + company_state.forget(engine, companyid)
         cached = engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE companyid = ?", (companyid,)).rowcount
     return rows, states, cached

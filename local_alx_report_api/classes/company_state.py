@@ -1,24 +1,135 @@
-"""The company's `cron` row of local_alx_api_sync_status: its change-sequence counter
-(classes/sequence.py) and its sync and reconcile state in `state_data` (tasks.md 4 and 5.6)."""
+"""The company's `cron` row of local_alx_api_sync_status (tasks.md 4), and the only code that
+reads or writes it: the change-sequence counter (sync-and-cache.md 4), the sync and reconcile
+state in `state_data` (tasks.md 5.6, 9) and the outcome of the last sync run.
+
+The counter: writers reserve values with an UPDATE inside their own transaction, so the row lock
+serialises writers of one company and commit order equals sequence order (W3, W4); readers never
+block."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 
-from local_alx_report_api.classes import sequence
+import peewee
+
 from moodle_core.engines import Engine
 
+log = logging.getLogger(__name__)
+_ROW = "{t:local_alx_api_sync_status}"
+_COLUMNS = ("companyid", "last_sync_timestamp", "last_sync_status", "last_sync_error", "consecutive_failures",
+            "total_syncs", "change_seq", "state_data")
 
+
+def _hash(companyid: int) -> str:
+    return hashlib.sha256(f"cron_task_{companyid}".encode()).hexdigest()
+
+
+def ensure(engine: Engine, companyid: int, now: int) -> None:
+    """Create the company's row if it is missing (a concurrent creator is harmless)."""
+    if engine.scalar(f"SELECT id FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+                     (companyid, _hash(companyid))) is not None:
+        return
+    try:
+        with engine.db.atomic():
+            engine.execute(f"INSERT INTO {_ROW} (companyid, token_hash, sync_mode, kind, last_sync_status, created_at, "
+                           "updated_at) VALUES (?, ?, 'cron', 'cron', 'success', ?, ?)",
+                           (companyid, _hash(companyid), now, now))
+    except peewee.IntegrityError:
+        pass
+
+
+# -- the change sequence ------------------------------------------------------------------------
+def reserve(engine: Engine, companyid: int, count: int) -> int:
+    """Take `count` new values; returns the first. Call inside the writing transaction."""
+    engine.execute(f"UPDATE {_ROW} SET change_seq = change_seq + ? WHERE companyid = ? AND token_hash = ?",
+                   (count, companyid, _hash(companyid)))
+    top = engine.scalar(f"SELECT change_seq FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+                        (companyid, _hash(companyid)))
+    if top is None:
+        raise RuntimeError(f"change sequence of company {companyid} is missing")
+    return int(top) - count + 1
+
+
+def current(engine: Engine, companyid: int) -> int:
+    """The company's counter as committed (what a pull start reads as `until`)."""
+    value = engine.scalar(f"SELECT change_seq FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+                          (companyid, _hash(companyid)))
+    return int(value or 0)
+
+
+# -- sync and reconcile state -------------------------------------------------------------------
 def load(engine: Engine, companyid: int, now: int) -> dict:
-    sequence.ensure_counter(engine, companyid, now)
-    raw = engine.scalar("SELECT state_data FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND token_hash = ?",
-                        (companyid, sequence.cron_hash(companyid)))
+    ensure(engine, companyid, now)
+    raw = engine.scalar(f"SELECT state_data FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+                        (companyid, _hash(companyid)))
     return json.loads(raw or "{}")
 
 
 def save(engine: Engine, companyid: int, state: dict, now: int, **columns) -> None:
-    """Write state_data (and any other columns given) of the company's cron row."""
+    """Write state_data (and any other columns given) of the company's row."""
     sets = ", ".join(["state_data = ?", "updated_at = ?", *(f"{c} = ?" for c in columns)])
-    engine.execute(f"UPDATE {{t:local_alx_api_sync_status}} SET {sets} WHERE companyid = ? AND token_hash = ?",
-                   (json.dumps(state, separators=(",", ":")), now, *columns.values(), companyid,
-                    sequence.cron_hash(companyid)))
+    engine.execute(f"UPDATE {_ROW} SET {sets} WHERE companyid = ? AND token_hash = ?",
+                   (json.dumps(state, separators=(",", ":")), now, *columns.values(), companyid, _hash(companyid)))
+
+
+def completed(engine: Engine, companyid: int, state: dict, now: int, changed: int) -> None:
+    """A sync run completed: the state, and one more success in a row of none failed."""
+    total = engine.scalar(f"SELECT total_syncs FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+                          (companyid, _hash(companyid))) or 0
+    save(engine, companyid, state, now, last_sync_status="success", last_sync_error=None, last_sync_timestamp=now,
+         last_sync_records=changed, total_syncs=int(total) + 1, consecutive_failures=0)
+
+
+def failed(engine: Engine, companyid: int, now: int, error: str) -> int:
+    """A sync run failed after retries: the pending run is kept, the failure counted; returns
+    the failures in a row."""
+    ensure(engine, companyid, now)
+    failures = int(engine.scalar(f"SELECT consecutive_failures FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+                                 (companyid, _hash(companyid))) or 0) + 1
+    engine.execute(f"UPDATE {_ROW} SET last_sync_status = 'failed', last_sync_error = ?, consecutive_failures = ?, "
+                   "updated_at = ? WHERE companyid = ? AND token_hash = ?",
+                   (error[:2000], failures, now, companyid, _hash(companyid)))
+    return failures
+
+
+def forget(engine: Engine, companyid: int) -> int:
+    """Delete the company's row (clearing its data: the next sync starts again as a first run)."""
+    return engine.execute(f"DELETE FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+                          (companyid, _hash(companyid))).rowcount
+
+
+# -- every company at once (pages, health, metrics) ---------------------------------------------
+def _listed_state(raw, companyid) -> dict:
+    """A damaged state does not hide the other companies from a list (its own sync run fails on
+    it and says so)."""
+    try:
+        state = json.loads(raw or "{}")
+    except ValueError:
+        state = None
+    if not isinstance(state, dict):
+        log.warning("damaged sync state of company %s: %.200r", companyid, raw)
+        return {}
+    return state
+
+
+def rows(engine: Engine, companyid: int | None = None) -> dict[int, dict]:
+    """Each company's row, `state_data` decoded as `state`, and `result`: the last run's outcome,
+    "never" until a run completed or failed (the row exists from the first counter use)."""
+    sql, params = f"SELECT {', '.join(_COLUMNS)} FROM {_ROW} WHERE kind = 'cron'", ()
+    if companyid is not None:
+        sql, params = sql + " AND companyid = ?", (companyid,)
+    out = {}
+    for row in engine.rows(sql, params):
+        item = dict(zip(_COLUMNS, row, strict=True))
+        item["state"] = _listed_state(item.pop("state_data"), item["companyid"])
+        item["result"] = ("never" if not int(item["total_syncs"] or 0) and item["last_sync_status"] != "failed"
+                          else item["last_sync_status"])
+        out[int(item["companyid"])] = item
+    return out
+
+
+def last_sync(engine: Engine) -> int | None:
+    """When any company's sync run last completed (None: never)."""
+    return int(engine.scalar(f"SELECT MAX(last_sync_timestamp) FROM {_ROW} WHERE kind = 'cron'") or 0) or None

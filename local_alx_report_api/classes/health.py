@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
-from local_alx_report_api.classes import webservice_setup
+from local_alx_report_api.classes import company_state, webservice_setup
 from local_alx_report_api.classes.installer import plugin_tables
-from local_alx_report_api.classes.progress import course_scope
+from local_alx_report_api.classes.progress import course_scopes
 from local_alx_report_api.db import services
-from local_alx_report_api.db.tasks import NAMESPACE
-from local_alx_report_api.task import definitions
+from local_alx_report_api.db.tasks import definitions
 from moodle_core.engines import Engine, first_line
 from moodle_core.moodle import Moodle
+from moodle_core.taskmanager import TaskDef, TaskManager
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 
@@ -45,6 +44,23 @@ class Health:
         return {"overall": self.overall, "score": self.score,
                 "checks": [{"name": c.name, "status": c.status, "detail": c.detail} for c in self.checks],
                 "checked": self.checked}
+
+
+def with_alerts(overall: str, open_alerts: dict[str, int]) -> tuple[str, str]:
+    """The control center's health badge (decision 103) and the words beside it: the checks' overall
+    state, made at least `warning` while a high alert is open and `unhealthy` while a critical one
+    is, so a badge never says healthy beside open high or critical alerts. The score and `overall`
+    stay those of the checks alone (section 2)."""
+    critical, high = open_alerts.get("critical", 0), open_alerts.get("high", 0)
+    status = overall
+    if critical:
+        status = "unhealthy"
+    elif high and overall == "healthy":
+        status = "warning"
+    counts = [f"{n} {severity}" for severity, n in (("critical", critical), ("high", high)) if n]
+    if not counts:
+        return status, "no high or critical alert open"
+    return status, " and ".join(counts) + (" alert" if critical + high == 1 else " alerts") + " open"
 
 
 def database(engine: Engine, threshold_ms: int) -> Check:
@@ -92,14 +108,14 @@ def service(engine: Engine) -> Check:
     return Check("service", ERROR, f"Service {services.SERVICE_SHORTNAME} is missing: run alx-report-api install")
 
 
-def cron(engine: Engine, now: int, disabled: set[str]) -> Check:
-    def last(name: str) -> int:
-        digest = hashlib.sha256((NAMESPACE + name).encode()).hexdigest()
-        return int(engine.scalar("SELECT last_sync_timestamp FROM {t:local_alx_api_sync_status} WHERE companyid = 0 "
-                                 "AND token_hash = ?", (digest,)) or 0)
+def cron(engine: Engine, now: int, tasks: list[TaskDef]) -> Check:
+    states = TaskManager(engine, tasks, "UTC").states()
+    disabled = {t.name for t in tasks if t.disabled}
 
-    newest = int(engine.scalar("SELECT MAX(last_sync_timestamp) FROM {t:local_alx_api_sync_status} "
-                               "WHERE kind = 'task'") or 0)
+    def last(name: str) -> int:
+        return states[name].lastrun if name in states else 0
+
+    newest = max((state.lastrun for state in states.values()), default=0)
     if now - newest >= 3600:
         return Check("cron", ERROR, "No scheduled task has run for 60 minutes or more: is the cron runner running?")
     late = [name for name, limit in (("check_alerts_task", 35 * 60), ("sync_reporting_data_task", 2 * 3600))
@@ -110,8 +126,8 @@ def cron(engine: Engine, now: int, disabled: set[str]) -> Check:
 
 
 def sync(engine: Engine, now: int, threshold: int) -> Check:
-    rows = engine.rows("SELECT companyid, consecutive_failures, last_sync_timestamp, total_syncs FROM "
-                       "{t:local_alx_api_sync_status} WHERE kind = 'cron'")
+    rows = [(c, r["consecutive_failures"], r["last_sync_timestamp"], r["total_syncs"])
+            for c, r in company_state.rows(engine).items()]
     failing = [(c, int(f)) for c, f, _, _ in rows if int(f) >= threshold]
     if failing:
         return Check("sync", ERROR, "Sync failing for companies " + ", ".join(f"{c} ({f} in a row)" for c, f in failing))
@@ -123,7 +139,8 @@ def sync(engine: Engine, now: int, threshold: int) -> Check:
 
 def data(engine: Engine, moodle: Moodle) -> Check:
     filled = {r[0] for r in engine.rows("SELECT DISTINCT companyid FROM {t:local_alx_api_reporting}")}
-    empty = [c.shortname for c in moodle.companies() if c.id not in filled and course_scope(engine, c.id)]
+    scopes = course_scopes(engine)
+    empty = [c.shortname for c in moodle.companies() if c.id not in filled and scopes.get(c.id)]
     if empty:
         return Check("data", WARNING, "Not populated yet (served live): " + ", ".join(empty))
     return Check("data", OK, "Every company with courses has reporting rows")
@@ -148,7 +165,7 @@ def evaluate(engine: Engine, moodle: Moodle, settings, now: int) -> Health:
     if checks[0].status == ERROR and "unavailable" in checks[0].detail:
         return Health(checks, now)
     zone_source = moodle.site_timezone(settings.site.timezone)[1]
-    checks += [tables(moodle), webservices(moodle), service(engine), cron(engine, now, {t.name for t in definitions(settings) if t.disabled}),
+    checks += [tables(moodle), webservices(moodle), service(engine), cron(engine, now, definitions(settings)),
                sync(engine, now, plugin.sync_failure_threshold), data(engine, moodle),
                configuration(settings, "not an IANA zone" in zone_source)]
     return Health(checks, now)

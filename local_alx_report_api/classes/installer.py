@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from local_alx_report_api.classes import sequence
+from local_alx_report_api.classes import company_state
 from local_alx_report_api.db.upgrade import STEPS
 from moodle_core.engines import Engine
 from moodle_core.xmldb import Table, create_statements, tables_from_json
@@ -50,6 +50,9 @@ def plan_adoption(engine: Engine, table: Table) -> tuple[list[dict], list[dict]]
     """Columns to add and to widen for an existing table; raises InstallError on a base column
     that is missing or incompatible (before anything is changed)."""
     existing = engine.columns(table.name)
+    if not existing:  # PostgreSQL's information_schema hides the columns of a table the user has no rights on
+        raise InstallError(f"Table {engine.prefix}{table.name} exists, but the database user has no privileges on it: "
+                           "make that user the table's owner (docs/admin-guide.md, moving over from the PHP plugin)")
     add, widen = [], []
     for f in table.fields:
         have = existing.get(f["name"])
@@ -115,10 +118,10 @@ def _stamp_adopted_rows(engine: Engine, now: int, report: Report) -> None:
     rows = engine.rows("SELECT companyid, MIN(id), MAX(id), COUNT(*) FROM {t:local_alx_api_reporting} "
                        "WHERE change_seq = 0 GROUP BY companyid ORDER BY companyid")
     for companyid, low, high, count in rows:
-        sequence.ensure_counter(engine, companyid, now)
+        company_state.ensure(engine, companyid, now)
         with engine.write_transaction():
             span = int(high) - int(low) + 1
-            first = sequence.reserve(engine, companyid, span)
+            first = company_state.reserve(engine, companyid, span)
             engine.execute("UPDATE {t:local_alx_api_reporting} SET change_seq = ? + id - ? "
                            "WHERE companyid = ? AND change_seq = 0", (first, low, companyid))
         report.say(f"Stamped {count} adopted reporting rows of company {companyid}")

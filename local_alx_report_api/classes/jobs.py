@@ -27,9 +27,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from local_alx_report_api.classes import sync
-from local_alx_report_api.classes.populate import BUSY, PopulateProgress, populate
-from local_alx_report_api.classes.progress import Scope, count_scope_union
+from local_alx_report_api.classes import company_runner, reconcile, sync
+from local_alx_report_api.classes.populate import PopulateProgress, populate
 from local_alx_report_api.classes.reporting import Counts
 from moodle_core.engines import Engine, LockBusy
 from moodle_core.moodle import Company, Moodle
@@ -212,6 +211,25 @@ def _reap_dead(engine: Engine, rows: list[dict]) -> list[dict]:
             row = _row(engine, row["id"]) or row
         out.append(row)
     return out
+
+
+def finished_before(engine: Engine, before: int) -> list[int]:
+    """Jobs that finished before `before` (cleanup, tasks.md 8)."""
+    return [int(r[0]) for r in engine.rows(
+        "SELECT id FROM {t:local_alx_api_sync_status} WHERE kind = 'job' AND last_sync_status IN "
+        "('success', 'failed', 'cancelled') AND last_sync_timestamp < ?", (before,))]
+
+
+def delete(engine: Engine, ids: list[int]) -> None:
+    if ids:
+        engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE kind = 'job' AND id IN "
+                       f"({', '.join(str(int(i)) for i in ids)})")
+
+
+def counts_by_status(engine: Engine) -> list[tuple[str, int]]:
+    return [(status, int(n)) for status, n in engine.rows(
+        "SELECT last_sync_status, COUNT(*) FROM {t:local_alx_api_sync_status} WHERE kind = 'job' "
+        "GROUP BY last_sync_status")]
 
 
 def _public(row: dict) -> dict:
@@ -434,17 +452,15 @@ class _Run:
 
     # -- sync and reconcile: one company at a time, with the same progress record --
     def each_company(self, companies: list[Company], work) -> None:
-        for company in sorted(companies, key=lambda c: c.id):
-            if self.stop():
-                self.stopped = True
-                break
-            label = f"Company {company.id} ({company.shortname})"
+        """`work(company, on_batch)` → company_runner.Outcome, for each company in turn."""
+        def step(company: Company) -> company_runner.Outcome:
+            label = company_runner.label(company)
             self.progress.current = {"id": company.id, "shortname": company.shortname, "total": 0, "processed": 0}
             self.say(f"{label}: started", "company")
             self.save()
-            began, counts = time.time(), Counts()
+            counts = Counts()
 
-            def on_batch(batch: Counts, processed: int, total: int, label=label, counts=counts) -> None:
+            def on_batch(batch: Counts, processed: int, total: int) -> None:
                 counts.add(batch)
                 self.progress.totals.add(batch)
                 self.progress.current.update(total=max(total, processed), processed=processed)
@@ -454,66 +470,47 @@ class _Run:
                          f"unchanged {counts.unchanged}")
                 self.save()
 
-            outcome, detail = work(company, on_batch)
-            if outcome == "stopped":
-                self.stopped = True
-                self.per_company.append(_company_result(company, counts, time.time() - began, None, True))
-                break
-            error = None
-            if outcome in ("busy", "failed"):
-                error = BUSY if outcome == "busy" else detail
-                self.progress.errors.append({"companyid": company.id, "message": error})
-                self.say(f"{label}: {error}", "error")
+            outcome = work(company, on_batch)
+            if outcome.status == "stopped":
+                self.per_company.append(_company_result(company, counts, outcome.seconds, None, True))
+                return outcome
+            if outcome.error:
+                self.progress.errors.append({"companyid": company.id, "message": outcome.error})
+                self.say(f"{label}: {outcome.error}", "error")
             else:
-                drift = f", drift {detail['drift']}" if isinstance(detail, dict) and "drift" in detail else ""
-                self.say(f"{label}: done in {time.time() - began:.1f} s: {counts.checked} pairs checked, inserted "
+                drift = f", drift {outcome.result['drift']}" if "drift" in outcome.result else ""
+                self.say(f"{label}: done in {outcome.seconds:.1f} s: {counts.checked} pairs checked, inserted "
                          f"{counts.inserted}, updated {counts.updated}, reactivated {counts.reactivated}, deleted "
                          f"{counts.deleted}, unchanged {counts.unchanged}{drift}", "success")
-            result = _company_result(company, counts, time.time() - began, error, False)
-            if isinstance(detail, dict):
-                result.update(detail)
+            result = _company_result(company, counts, outcome.seconds, outcome.error, False)
+            if outcome.status == "done":
+                result.update({k: outcome.result[k] for k in ("pairs", "drift") if k in outcome.result})
             self.per_company.append(result)
             self.progress.companies_done += 1
             self.progress.current = None
             self.progress.update()
             self.save()
+            return outcome
+
+        run = company_runner.each(sorted(companies, key=lambda c: c.id), step, should_stop=self.stop)
+        for _ in run:
+            pass
+        self.stopped = self.stopped or run.stopped
 
     def company_env(self):
         """The task environment of the shared per-company steps (their lines go to the runner's
         output; the job's log gets its own lines)."""
         return dataclasses.replace(self.env, say=lambda text: self.say(text, record=False), should_stop=self.stop)
 
-    def sync_company(self, company: Company, on_batch) -> tuple[str, object]:
+    def sync_company(self, company: Company, on_batch) -> company_runner.Outcome:
         """tasks.md 5.6 for the company, without the max_sync_time limit."""
-        outcome, detail = sync.sync_company(self.company_env(), company, out_of_time=self.stop, lock_wait=self.wait,
-                                            batch_size=self.batch_size, on_batch=on_batch)
-        if outcome == "done" and detail["stopped"] != "complete":
-            return "stopped", None
-        return outcome, ({"pairs": detail["pairs"]} if outcome == "done" else detail)
+        return sync.sync_company(self.company_env(), company, out_of_time=self.stop, lock_wait=self.wait,
+                                 batch_size=self.batch_size, on_batch=on_batch)
 
-    def reconcile_company(self, company: Company, on_batch) -> tuple[str, object]:
+    def reconcile_company(self, company: Company, on_batch) -> company_runner.Outcome:
         """tasks.md 9 for the company, without the time budget."""
-        from local_alx_report_api.task import reconcile_task
-
-        env = self.company_env()
-        try:
-            with self.engine.lock(f"company_{company.id}", timeout=self.wait):
-                scope = Scope.load(self.engine, company.id, env.plugin.report_roles)
-                total = count_scope_union(self.engine, scope, env.clock())
-                processed = [0]
-
-                def batch(b) -> None:
-                    processed[0] += b.counts.checked
-                    on_batch(b.counts, processed[0], total)
-
-                drift = reconcile_task.reconcile_company(env, company, self.stop, batch_size=self.batch_size,
-                                                         on_batch=batch)
-        except LockBusy:
-            return "busy", None
-        except Exception as exc:  # one company's failure never stops the others
-            log.exception("reconcile of company %s failed", company.id)
-            return "failed", f"{type(exc).__name__}: {exc}"
-        return ("stopped", None) if drift is None else ("done", {"drift": drift})
+        return reconcile.reconcile_one(self.company_env(), company, self.stop, lock_wait=self.wait,
+                                       batch_size=self.batch_size, on_batch=on_batch)
 
 
 def _company_result(company: Company, counts: Counts, seconds: float, error: str | None, stopped: bool) -> dict:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from local_alx_report_api.classes import company_state
+from local_alx_report_api.classes.ratelimit import day_bounds
 from moodle_core.engines import Engine
 
 API = "endpoint NOT LIKE 'admin:%'"
@@ -167,6 +169,18 @@ def last_errors(engine: Engine, start: int, end: int, per_company: int = 2) -> d
     return out
 
 
+def calls_today(engine: Engine, timezone: str, now: int, companyid: int | None = None) -> int:
+    """API calls since midnight in the site's time zone."""
+    return calls_between(engine, *day_bounds(now, timezone), companyid)
+
+
+def calls_today_by_company(engine: Engine, timezone: str, now: int) -> dict[int, int]:
+    """API calls since midnight in the site's time zone, per company, in one query."""
+    return {int(c): int(n) for c, n in engine.rows(
+        f"SELECT companyid, COUNT(*) FROM {{t:local_alx_api_logs}} WHERE {API} AND timeaccessed >= ? "
+        "AND timeaccessed < ? GROUP BY companyid", day_bounds(now, timezone))}
+
+
 def calls_between(engine: Engine, start: int, end: int, companyid: int | None = None) -> int:
     sql = f"SELECT COUNT(*) FROM {{t:local_alx_api_logs}} WHERE {API} AND timeaccessed >= ? AND timeaccessed < ?"
     params = [start, end]
@@ -184,6 +198,6 @@ def invalid_tokens_by_ip(engine: Engine, now: int, minutes: int) -> dict[str, in
 
 def sync_lag(engine: Engine, now: int) -> dict[int, int | None]:
     """Seconds since each company's last completed sync run (None: never synced)."""
-    return {int(c): (now - int(t)) if int(total) else None for c, t, total in engine.rows(
-        "SELECT companyid, last_sync_timestamp, total_syncs FROM {t:local_alx_api_sync_status} WHERE kind = 'cron'")}
+    return {c: (now - int(r["last_sync_timestamp"])) if int(r["total_syncs"]) else None
+            for c, r in company_state.rows(engine).items()}
 

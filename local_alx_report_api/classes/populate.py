@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from local_alx_report_api.classes import sequence
+from local_alx_report_api.classes import company_runner, company_state
 from local_alx_report_api.classes.progress import Scope, count_scope_union
 from local_alx_report_api.classes.reporting import INF, Batch, Counts, full_sync, purge_cache
-from moodle_core.engines import Engine, LockBusy
+from moodle_core.engines import Engine
 from moodle_core.moodle import Company
-
-log = logging.getLogger(__name__)
-BUSY = "company busy"
 
 
 @dataclass
@@ -72,27 +68,25 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
         emit(level, text)
 
     say("info", f"Populating {len(companies)} compan{'y' if len(companies) == 1 else 'ies'}, batch size {batch_size}")
-    for company in sorted(companies, key=lambda c: c.id):
-        if should_stop():
-            break
-        label = f"Company {company.id} ({company.shortname})"
-        try:
-            with engine.lock(f"company_{company.id}", timeout=lock_wait):
-                if not _populate_company(engine, company, label, state, batch_size, report_roles, now, say,
-                                         on_progress, should_stop):
-                    break  # stopped after a committed batch: the company is not done
-        except LockBusy:
-            state.errors.append({"companyid": company.id, "message": BUSY})
-            say("error", f"{label}: {BUSY}; skipped")
-        except Exception as exc:  # one company's failure never stops the others
-            log.exception("populate of company %s failed", company.id)
-            state.errors.append({"companyid": company.id, "message": str(exc).splitlines()[0] if str(exc) else
-                                 type(exc).__name__})
-            say("error", f"{label}: failed: {state.errors[-1]['message']}")
-        state.companies_done += 1
-        state.current = None
-        state.update()
-        on_progress(state)
+    def step(company: Company) -> company_runner.Outcome:
+        def work() -> tuple[bool, dict]:
+            return _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress,
+                                     should_stop), {}
+
+        outcome = company_runner.run(engine, company, work, what="populate", lock_wait=lock_wait)
+        if outcome.error:
+            state.errors.append({"companyid": company.id, "message": outcome.error})
+            say("error", f"{outcome.label}: {outcome.error}; skipped" if outcome.status == "busy" else
+                f"{outcome.label}: failed: {outcome.error}")
+        if outcome.status != "stopped":  # stopped after a committed batch: the company is not done
+            state.companies_done += 1
+            state.current = None
+            state.update()
+            on_progress(state)
+        return outcome
+
+    for _ in company_runner.each(sorted(companies, key=lambda c: c.id), step, should_stop=should_stop):
+        pass
     if state.totals.inserted:
         engine.analyze(["local_alx_api_reporting"])
     t = state.totals
@@ -105,16 +99,16 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
     return state
 
 
-def _populate_company(engine, company, label, state, batch_size, report_roles, now, say, on_progress,
-                      should_stop) -> bool:
+def _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress, should_stop) -> bool:
     """Populate one company; False when `should_stop` ended it before its last batch."""
     started = time.time()
+    label = company_runner.label(company)
     scope = Scope.load(engine, company.id, report_roles)
     purge_cache(engine, company.id)
-    sequence.ensure_counter(engine, company.id, now())
+    company_state.ensure(engine, company.id, now())
     total = count_scope_union(engine, scope, now())
     if not scope.courses and total == 0:
-        say("warning", f"Company {company.id} ({company.shortname}) has no courses in scope; skipped.")
+        say("warning", f"{label} has no courses in scope; skipped.")
         return True
     state.current = {"id": company.id, "shortname": company.shortname, "total": total, "processed": 0}
     say("company", f"{label}: {total} pairs to check")

@@ -79,22 +79,29 @@ def report_role_ids(engine: Engine, shortnames: Iterable[str]) -> list[int]:
     return [r[0] for r in engine.rows(f"SELECT id FROM {{t:role}} WHERE shortname IN ({marks}) ORDER BY id", names)]
 
 
-def course_scope(engine: Engine, companyid: int) -> list[int]:
-    """Section 7: the company's visible, non-site courses that are not switched off."""
-    return [course for course, _ in _course_scope_contexts(engine, companyid)]
+def course_scopes(engine: Engine) -> dict[int, list[int]]:
+    """Section 7 for every company: its visible, non-site courses that are not switched off, in
+    two queries (pages and checks that list companies)."""
+    return {cid: [course for course, _ in pairs] for cid, pairs in _course_scope_contexts(engine).items()}
 
 
-def _course_scope_contexts(engine: Engine, companyid: int) -> list[tuple[int, int | None]]:
-    """The course scope with each course's context id (None when the course has none)."""
+def _course_scope_contexts(engine: Engine, companyid: int | None = None) -> dict[int, list[tuple[int, int | None]]]:
+    """Per company (one, or every company with a course): the course scope with each course's
+    context id (None when the course has none)."""
+    one, params = ("AND cc.companyid = ? ", (companyid,)) if companyid is not None else ("", ())
     rows = engine.rows(
-        "SELECT DISTINCT c.id, ctx.id FROM {t:company_course} cc JOIN {t:course} c ON c.id = cc.courseid "
+        "SELECT DISTINCT cc.companyid, c.id, ctx.id FROM {t:company_course} cc JOIN {t:course} c ON c.id = cc.courseid "
         "LEFT JOIN {t:context} ctx ON ctx.contextlevel = 50 AND ctx.instanceid = c.id "
-        "WHERE cc.companyid = ? AND c.visible = 1 AND c.category <> 0 ORDER BY c.id", (companyid,))
-    off = {int(name[7:]) for name, value in engine.rows(
-        "SELECT setting_name, setting_value FROM {t:local_alx_api_settings} "
-        "WHERE companyid = ? AND setting_name LIKE 'course%'", (companyid,))
+        f"WHERE c.visible = 1 AND c.category <> 0 {one}ORDER BY cc.companyid, c.id", params)
+    off = {(int(cid), int(name[7:])) for cid, name, value in engine.rows(
+        "SELECT companyid, setting_name, setting_value FROM {t:local_alx_api_settings} WHERE "
+        + ("companyid = ? AND " if companyid is not None else "") + "setting_name LIKE 'course%'", params)
         if name[7:].isdigit() and int(value) == 0}
-    return [(int(r[0]), None if r[1] is None else int(r[1])) for r in rows if r[0] not in off]
+    out: dict[int, list[tuple[int, int | None]]] = {}
+    for cid, course, context in rows:
+        if (int(cid), int(course)) not in off:
+            out.setdefault(int(cid), []).append((int(course), None if context is None else int(context)))
+    return out
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class Scope:
 
     @classmethod
     def load(cls, engine: Engine, companyid: int, report_roles: Iterable[str]) -> Scope:
-        scoped = _course_scope_contexts(engine, companyid)
+        scoped = _course_scope_contexts(engine, companyid).get(companyid, [])
         return cls(companyid, tuple(c for c, _ in scoped), tuple(report_role_ids(engine, report_roles)),
                    tuple((c, x) for c, x in scoped if x is not None))
 

@@ -7,7 +7,6 @@ the work."""
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import logging
@@ -19,11 +18,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from local_alx_report_api.classes import health, metrics
+from local_alx_report_api.classes import client_state, company_state, health, jobs, metrics
 from local_alx_report_api.classes.installer import plugin_tables
 from local_alx_report_api.classes.ratelimit import day_bounds
+from local_alx_report_api.db.tasks import definitions
 from moodle_core import engines
 from moodle_core.engines import DATABASE_ERRORS, first_line
+from moodle_core.taskmanager import TaskManager
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ BYTES = Counter("alx_report_api_response_bytes_total", "Body bytes", ["function"
 CACHE = Counter("alx_report_api_cache_lookups_total", "Cache lookups", ["result"])
 REJECTIONS = Counter("alx_report_api_rate_limit_rejections_total", "ratelimitexceeded answers")
 FALLBACK = Counter("alx_report_api_live_fallback_total", "Pages served from live data", ["reason"])
+# a page's fallback_reason (pulls.Outcome) is `never_filled` or the database error that stopped the
+# table read, counted as `error`; both series exist from the start (at 0), so the family is scraped
+# before the first fallback, from every worker's file under gunicorn
+FALLBACK_REASONS = ("never_filled", "error")
+for _reason in FALLBACK_REASONS:
+    FALLBACK.labels(_reason)
 RETRIES = Counter("alx_report_api_db_retries_total", "Database retries")
 engines.RETRY_HOOKS.append(RETRIES.inc)
 
@@ -54,7 +61,7 @@ def observe(call) -> None:
         REJECTIONS.inc()
     reason = call.log.extra.get("fallback_reason")
     if reason:
-        FALLBACK.labels("never_filled" if reason == "never_filled" else "error").inc()
+        FALLBACK.labels(reason if reason in FALLBACK_REASONS else "error").inc()
 
 
 class DatabaseCollector:
@@ -103,40 +110,37 @@ class DatabaseCollector:
               "GROUP BY CASE WHEN expires_at < ? THEN 'expired' ELSE 'active' END", (now, now))
         gauge("alx_report_api_open_alerts", "Unresolved alerts", ["severity"],
               "SELECT severity, COUNT(*) FROM {t:local_alx_api_alerts} WHERE resolved = 0 GROUP BY severity")
+        companies = company_state.rows(engine)
         for name, column in (("company_last_sync_timestamp_seconds", "last_sync_timestamp"),
                              ("company_sync_consecutive_failures", "consecutive_failures"),
                              ("company_change_sequence", "change_seq")):
-            gauge(f"alx_report_api_{name}", name.replace("_", " "), ["companyid"],
-                  f"SELECT companyid, {column} FROM {{t:local_alx_api_sync_status}} WHERE kind = 'cron'")
+            family = GaugeMetricFamily(f"alx_report_api_{name}", name.replace("_", " "), labels=["companyid"])
+            for companyid, row in companies.items():
+                family.add_metric([str(companyid)], float(row[column] or 0))
+            out.append(family)
         start, _ = day_bounds(now, site.timezone)
         gauge("alx_report_api_requests_today", "Requests today", ["companyid"],
               f"SELECT companyid, COUNT(*) FROM {{t:local_alx_api_logs}} WHERE {metrics.API} AND timeaccessed >= ? "
               "GROUP BY companyid", (start,))
-        tasks = {hashlib.sha256(name.encode()).hexdigest(): name.rsplit("\\", 1)[-1] for name in _task_classnames()}
-        rows = engine.rows("SELECT token_hash, last_sync_timestamp, consecutive_failures, state_data FROM "
-                           "{t:local_alx_api_sync_status} WHERE kind = 'task'")
         families = {key: GaugeMetricFamily(f"alx_report_api_task_{key}", key.replace("_", " "), labels=["task"])
                     for key in ("last_run_timestamp_seconds", "next_run_timestamp_seconds", "fail_delay_seconds",
                                 "consecutive_failures")}
-        for token_hash, last, failures, data in rows:
-            if token_hash not in tasks:
-                continue
-            data = json.loads(data or "{}")
-            label = [tasks[token_hash]]
-            families["last_run_timestamp_seconds"].add_metric(label, float(last or 0))
-            families["next_run_timestamp_seconds"].add_metric(label, float(data.get("nextruntime", 0)))
-            families["fail_delay_seconds"].add_metric(label, float(data.get("faildelay", 0)))
-            families["consecutive_failures"].add_metric(label, float(failures or 0))
+        for name, task in TaskManager(engine, definitions(site.settings), "UTC").states().items():
+            if task.status == "never" and not task.data:
+                continue  # no stored state yet
+            families["last_run_timestamp_seconds"].add_metric([name], float(task.lastrun))
+            families["next_run_timestamp_seconds"].add_metric([name], float(task.nextrun))
+            families["fail_delay_seconds"].add_metric([name], float(task.faildelay))
+            families["consecutive_failures"].add_metric([name], float(task.consecutive_failures))
         out += families.values()
-        gauge("alx_report_api_jobs", "Jobs by status", ["status"],
-              "SELECT last_sync_status, COUNT(*) FROM {t:local_alx_api_sync_status} WHERE kind = 'job' "
-              "GROUP BY last_sync_status")
+        job_states = GaugeMetricFamily("alx_report_api_jobs", "Jobs by status", labels=["status"])
+        for status, n in jobs.counts_by_status(engine):
+            job_states.add_metric([status], float(n))
+        out.append(job_states)
         pulls = GaugeMetricFamily("alx_report_api_pulls_completed_total", "Completed pulls (from the database)",
                                   labels=["mode", "result"])
-        for mode, result, total in engine.rows(
-                "SELECT sync_mode, last_sync_status, SUM(total_syncs) FROM {t:local_alx_api_sync_status} "
-                "WHERE kind = 'api' AND total_syncs > 0 GROUP BY sync_mode, last_sync_status"):
-            pulls.add_metric([mode, result], float(total or 0))
+        for mode, result, total in client_state.completed_by_result(engine):
+            pulls.add_metric([mode, result], float(total))
         out.append(pulls)
         raised = GaugeMetricFamily("alx_report_api_alerts_raised_total", "Alert rows", labels=["type", "severity"])
         for alert_type, severity, total in engine.rows("SELECT alert_type, severity, COUNT(*) FROM "
@@ -155,11 +159,6 @@ class DatabaseCollector:
             sent.add_metric([channel, result], float(total))
         out.append(sent)
         return out
-
-
-def _task_classnames() -> list[str]:
-    from local_alx_report_api.db.tasks import TASKS
-    return [t["classname"] for t in TASKS]
 
 
 class Metrics:

@@ -5,15 +5,12 @@ completion that moves the watermark, the live fallback and retries with backoff.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-import peewee
-
-from local_alx_report_api.classes import sequence
+from local_alx_report_api.classes import client_state, company_state
 from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows
 from local_alx_report_api.classes.reporting import hundredths
 from moodle_core.engines import DATABASE_ERRORS, Engine
@@ -154,39 +151,6 @@ def live_page(engine: Engine, req: PageRequest, *, after: Key | None, offset: in
     return [Row(p, False) for p in rows]
 
 
-# -- the token's state -------------------------------------------------------------------------------
-def _ensure_state(engine: Engine, req: PageRequest) -> None:
-    if engine.scalar("SELECT id FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND token_hash = ?",
-                     (req.companyid, req.token_hash)) is not None:
-        return
-    try:
-        with engine.db.atomic():
-            engine.insert("local_alx_api_sync_status", {
-                "companyid": req.companyid, "token_hash": req.token_hash, "kind": "api", "userid": req.userid,
-                "sync_mode": "auto", "last_sync_status": "never", "created_at": req.now, "updated_at": req.now})
-    except peewee.IntegrityError:
-        pass
-
-
-_STATE = ("id", "change_seq", "last_sync_timestamp", "last_sync_status", "total_syncs", "consecutive_failures",
-          "state_data")
-
-
-def _lock_state(engine: Engine, req: PageRequest) -> dict:
-    row = engine.execute(f"SELECT {', '.join(_STATE)} FROM {{t:local_alx_api_sync_status}} WHERE companyid = ? "
-                         f"AND token_hash = ?{engine.for_update}", (req.companyid, req.token_hash)).fetchone()
-    state = dict(zip(_STATE, row, strict=True))
-    state["data"] = load_data(state.pop("state_data"))
-    return state
-
-
-def _save_state(engine: Engine, req: PageRequest, state: dict, **columns) -> None:
-    sets = ", ".join(["state_data = ?", "updated_at = ?", "userid = ?", *(f"{c} = ?" for c in columns)])
-    engine.execute(f"UPDATE {{t:local_alx_api_sync_status}} SET {sets} WHERE id = ?",
-                   (json.dumps(state["data"], separators=(",", ":")), req.now, req.userid, *columns.values(),
-                    state["id"]))
-
-
 # -- choosing the definition at offset 0 -------------------------------------------------------------
 def effective_window(engine: Engine, req: PageRequest, state: dict) -> tuple[float, str | None]:
     """sync-and-cache.md 5.4.1: the base window adapted to the token user's usage of 7 days."""
@@ -215,7 +179,7 @@ def effective_window(engine: Engine, req: PageRequest, state: dict) -> tuple[flo
 def choose(engine: Engine, req: PageRequest, state: dict) -> tuple[Definition, dict]:
     """The definition of a new pull (5.4), with the client's `mode` and the Power Query rule of
     issue 12 before the company's mode; Always incremental is never overridden by the agent."""
-    until = sequence.current(engine, req.companyid)
+    until = company_state.current(engine, req.companyid)
     watermark = int(state["change_seq"] or 0)
 
     def full(reason):
@@ -253,19 +217,6 @@ def choose(engine: Engine, req: PageRequest, state: dict) -> tuple[Definition, d
 MAX_OPEN_PULLS = 16  # one token's concurrent pulls (queries of a model, Desktop and the service)
 PULL_IDLE_SECONDS = 86400  # a pull with no page for a day is abandoned
 RESTART_IDLE_SECONDS = 900  # a client's restart abandons its own pulls idle this long (decision 87)
-
-
-def load_data(raw) -> dict:
-    """A token's `state_data`: {} when it is missing or damaged (its pulls are then gone; the
-    watermark, a column of its own, is kept)."""
-    try:
-        data = json.loads(raw or "{}")
-    except (TypeError, ValueError):
-        data = None
-    if not isinstance(data, dict):
-        log.warning("damaged state_data of a client state ignored: %.200r", raw)
-        return {}
-    return data
 
 
 _PULL_KEYS = {"id": int, "mode": str, "since": int, "until": int, "deletions": bool, "started": int,
@@ -361,9 +312,7 @@ def is_next_page(engine: Engine, companyid: int, token_hash: str, offset: int, c
     without a lock: the page itself is classified again under the state's lock)."""
     if offset == 0:
         return False
-    raw = engine.scalar("SELECT state_data FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND "
-                        "token_hash = ?", (companyid, token_hash))
-    pulls = open_pulls(load_data(raw), now)
+    pulls = open_pulls(client_state.peek(engine, companyid, token_hash), now)
     return any(page == "next" for _, page in _candidates(pulls, offset, client))
 
 
@@ -377,7 +326,7 @@ def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts
     nothing changed, when it turns out not to be one.
     Transient database errors are retried with backoff; a read that still fails is answered
     from live data and marks the pull as failed (sync-and-cache.md 8 and 10)."""
-    _ensure_state(engine, req)
+    client_state.ensure(engine, req.companyid, req.token_hash, req.userid, req.now)
 
     def unit():
         with engine.write_transaction():
@@ -422,7 +371,7 @@ def _start(engine: Engine, req: PageRequest, state: dict, pulls: list[dict]) -> 
 
 
 def _unit(engine: Engine, req: PageRequest, read_table, to_elements, fallback: str | None, free: bool) -> Outcome:
-    state = _lock_state(engine, req)
+    state = client_state.lock(engine, req.companyid, req.token_hash)
     pulls = open_pulls(state["data"], req.now)
     state["data"].pop("pull", None)
     state["data"]["open"] = pulls
@@ -471,7 +420,7 @@ def _advance(engine: Engine, req: PageRequest, state: dict, pull: dict, page: st
     if served.count < req.limit:
         _complete(engine, req, state, pull)
     else:
-        _save_state(engine, req, state)
+        client_state.save(engine, state, req.now, req.userid)
 
 
 def _complete(engine: Engine, req: PageRequest, state: dict, pull: dict) -> None:
@@ -480,14 +429,14 @@ def _complete(engine: Engine, req: PageRequest, state: dict, pull: dict) -> None
                                                            "reason", "client", "user_agent")}
     state["data"]["last_pull"]["finished"] = req.now
     if pull["had_error"]:
-        _save_state(engine, req, state, last_sync_status="failed", last_sync_error=pull["fallback_error"],
-                    total_syncs=int(state["total_syncs"]) + 1,
-                    consecutive_failures=int(state["consecutive_failures"]) + 1)
+        client_state.save(engine, state, req.now, req.userid, last_sync_status="failed",
+                          last_sync_error=pull["fallback_error"], total_syncs=int(state["total_syncs"]) + 1,
+                          consecutive_failures=int(state["consecutive_failures"]) + 1)
         return
-    _save_state(engine, req, state, last_sync_status="success", last_sync_error=None, change_seq=pull["until"],
-                last_sync_timestamp=req.now, last_sync_records=pull["rows"], total_syncs=int(state["total_syncs"]) + 1,
-                consecutive_failures=0, sync_mode=pull["mode"],
-                sync_window_hours=min(int(pull.get("window") or req.window_hours), 32767))
+    client_state.save(engine, state, req.now, req.userid, last_sync_status="success", last_sync_error=None,
+                      change_seq=pull["until"], last_sync_timestamp=req.now, last_sync_records=pull["rows"],
+                      total_syncs=int(state["total_syncs"]) + 1, consecutive_failures=0, sync_mode=pull["mode"],
+                      sync_window_hours=min(int(pull.get("window") or req.window_hours), 32767))
 
 
 def serve_stateless(engine: Engine, req: PageRequest, *, read_table, to_elements) -> Outcome:

@@ -50,9 +50,17 @@ def day_bounds(now: int, timezone: str) -> tuple[int, int]:
 
 def counted_today(engine, userid: int, start: int, end: int) -> int:
     """The user's requests admitted by the limiter between `start` and `end` (what the limit checks)."""
-    return int(engine.scalar(
-        "SELECT COUNT(*) FROM {t:local_alx_api_logs} WHERE userid = ? AND timeaccessed >= ? AND timeaccessed < ? "
-        "AND counted = 1", (userid, start, end)))
+    return counted_by_user(engine, [userid], start, end).get(int(userid), 0)
+
+
+def counted_by_user(engine, userids, start: int, end: int) -> dict[int, int]:
+    """`counted_today` for many users in one query (pages listing token users)."""
+    ids = sorted({int(u) for u in userids})
+    if not ids:
+        return {}
+    return {int(u): int(n) for u, n in engine.rows(
+        f"SELECT userid, COUNT(*) FROM {{t:local_alx_api_logs}} WHERE userid IN ({', '.join('?' * len(ids))}) "
+        "AND timeaccessed >= ? AND timeaccessed < ? AND counted = 1 GROUP BY userid", (*ids, start, end))}
 
 
 def rejected_today(engine, userid: int, start: int, end: int) -> int:

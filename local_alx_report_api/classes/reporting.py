@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from local_alx_report_api.classes import sequence
+from local_alx_report_api.classes import company_state
 from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows, member_window_end, reported_query
 from moodle_core.engines import Engine
 
@@ -129,7 +129,7 @@ def write_batch(engine: Engine, companyid: int, now: int, keys: list[Key], live:
         del counts.examples[20:]
         changes = len(inserts) + len(updates)
         if changes:
-            seq = sequence.reserve(engine, companyid, changes)
+            seq = company_state.reserve(engine, companyid, changes)
             _insert(engine, companyid, now, inserts, seq)
             _update(engine, now, updates, seq + len(inserts))
         if on_commit:
@@ -246,7 +246,7 @@ def _insert_window(engine: Engine, scope: Scope, now: int, after: Key, upto_user
     with engine.write_transaction():
         if stored_rows(engine, companyid, after, limit=1):
             return None
-        first = sequence.reserve(engine, companyid, 0)  # locks the counter row: the first free value
+        first = company_state.reserve(engine, companyid, 0)  # locks the counter row: the first free value
         order = "ORDER BY r.userid, r.courseid"
         sql = (f"INSERT INTO {{t:local_alx_api_reporting}} ({', '.join(_INSERT_COLUMNS)}) "
                f"SELECT r.userid, {int(companyid)}, r.courseid, r.firstname, r.lastname, r.email, r.coursename, "
@@ -260,7 +260,7 @@ def _insert_window(engine: Engine, scope: Scope, now: int, after: Key, upto_user
                 "SELECT userid, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ? AND change_seq >= ? "
                 "AND change_seq < ? ORDER BY change_seq", (companyid, first, first + inserted))] if inserted else []
         if keys:
-            sequence.reserve(engine, companyid, len(keys))
+            company_state.reserve(engine, companyid, len(keys))
     counts = Counts(checked=len(keys), inserted=len(keys), examples=[list(k) for k in keys[:20]])
     if len(keys) == batch_size:
         bound = keys[-1]

@@ -8,10 +8,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from local_alx_report_api.classes import company_state, inline_alerts, sequence
+from local_alx_report_api.classes import company_runner, company_state, inline_alerts
 from local_alx_report_api.classes.progress import Key, Scope, count_scope_union, live_rows, scope_difference, scope_keys
 from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
-from moodle_core.engines import QUERY_COMPANY, Engine, LockBusy
+from moodle_core.engines import Engine
 
 log = logging.getLogger(__name__)
 SOURCES = ("cmc", "cc_completed", "cc_started", "cc_reaggregate", "ue_created", "ue_modified", "user", "course",
@@ -115,7 +115,6 @@ def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback:
 
     `on_batch(counts, processed, total)` hears each committed batch (jobs show it as progress)."""
     started = time.time()
-    QUERY_COMPANY.set(company.id)
     state = company_state.load(engine, company.id, now)
     scope = Scope.load(engine, company.id, report_roles)
     detector = Detector(engine, scope, now)
@@ -158,33 +157,33 @@ def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback:
 
 def sync_company(env, company, *, out_of_time: Callable[[], bool], lock_wait: float = 0.0,
                  batch_size: int | None = None, on_batch: Callable[[Counts, int, int], None] | None = None
-                 ) -> tuple[str, dict | str | None]:
-    """One company of a sync run under its lock (tasks.md 5.2 step 3, 5.6): ("done", last_run),
-    ("busy", None) when the lock stayed taken `lock_wait` s, or ("failed", error). Shared by
-    `sync_reporting_data_task` (no wait) and `sync` jobs (wait, no time limit)."""
+                 ) -> company_runner.Outcome:
+    """One company of a sync run under its lock (tasks.md 5.2 step 3, 5.6); its outcome's result
+    is the last_run record. Shared by `sync_reporting_data_task` (no wait) and `sync` jobs (wait,
+    no time limit)."""
     plugin = env.plugin
-    label = f"Company {company.id} ({company.shortname})"
-    try:
-        with env.engine.lock(f"company_{company.id}", timeout=lock_wait):
-            run = run_company(env.engine, company, now=env.clock(), batch_size=batch_size or plugin.sync_batch_size,
-                              lookback=plugin.sync_lookback_seconds, report_roles=plugin.report_roles,
-                              out_of_time=out_of_time, on_batch=on_batch)
-    except LockBusy:
-        env.say(f"{label} is busy; skipped")
-        return "busy", None
-    except Exception as exc:  # one company's failure never stops the others (ST6)
-        log.exception("sync of company %s failed", company.id)
-        error = f"{type(exc).__name__}: {exc}"
-        failures = record_failure(env.engine, company, env.clock(), error)
-        inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, failures, error)
-        env.say(f"{label} failed ({failures} in a row): {exc}")
-        return "failed", error
-    if run["stopped"] == "complete":
-        inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, 0, None)
-    env.say(f"{label}: {run['pairs']} pairs, inserted {run['inserted']}, updated {run['updated']}, "
-            f"reactivated {run['reactivated']}, deleted {run['deleted']}, unchanged {run['unchanged']} in "
-            f"{run['seconds']} s" + (" (stopped by the time limit)" if run["stopped"] != "complete" else ""))
-    return "done", run
+
+    def work() -> tuple[bool, dict]:
+        run = run_company(env.engine, company, now=env.clock(), batch_size=batch_size or plugin.sync_batch_size,
+                          lookback=plugin.sync_lookback_seconds, report_roles=plugin.report_roles,
+                          out_of_time=out_of_time, on_batch=on_batch)
+        return run["stopped"] == "complete", run
+
+    outcome = company_runner.run(env.engine, company, work, what="sync", lock_wait=lock_wait)
+    if outcome.status == "busy":
+        env.say(f"{outcome.label} is busy; skipped")
+    elif outcome.status == "failed":
+        failures = company_state.failed(env.engine, company.id, env.clock(), outcome.error)
+        inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, failures, outcome.error)
+        env.say(f"{outcome.label} failed ({failures} in a row): {outcome.error}")
+    else:
+        run = outcome.result
+        if outcome.status == "done":
+            inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, 0, None)
+        env.say(f"{outcome.label}: {run['pairs']} pairs, inserted {run['inserted']}, updated {run['updated']}, "
+                f"reactivated {run['reactivated']}, deleted {run['deleted']}, unchanged {run['unchanged']} in "
+                f"{run['seconds']} s" + (" (stopped by the time limit)" if outcome.status == "stopped" else ""))
+    return outcome
 
 
 def _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started,
@@ -223,20 +222,5 @@ def _stopped(engine, company, state, counts, now, started) -> dict:
 def _complete(engine, company, state, counts, now, started, pairs) -> dict:
     state["pending"] = None
     state["last_run"] = _record(counts, now, started, "complete", pairs)
-    total = engine.scalar("SELECT total_syncs FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND kind = 'cron'",
-                          (company.id,)) or 0
-    company_state.save(engine, company.id, state, now, last_sync_status="success", last_sync_error=None,
-                       last_sync_timestamp=now, last_sync_records=counts.changed, total_syncs=int(total) + 1,
-                       consecutive_failures=0)
+    company_state.completed(engine, company.id, state, now, counts.changed)
     return state["last_run"]
-
-
-def record_failure(engine: Engine, company, now: int, error: str) -> int:
-    """A batch failed after retries: keep the pending run, count the failure; returns the count."""
-    sequence.ensure_counter(engine, company.id, now)
-    failures = int(engine.scalar("SELECT consecutive_failures FROM {t:local_alx_api_sync_status} WHERE companyid = ? "
-                                 "AND kind = 'cron'", (company.id,)) or 0) + 1
-    engine.execute("UPDATE {t:local_alx_api_sync_status} SET last_sync_status = 'failed', last_sync_error = ?, "
-                   "consecutive_failures = ?, updated_at = ? WHERE companyid = ? AND kind = 'cron'",
-                   (error[:2000], failures, now, company.id))
-    return failures

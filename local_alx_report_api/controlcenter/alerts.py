@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qs, urlencode
 
-from local_alx_report_api.classes import alerts, notify
-from local_alx_report_api.controlcenter.overview import SEVERITIES
+from local_alx_report_api.classes import alerts, notifications, notify
 from local_alx_report_api.controlcenter.web import Ctx, Form, Page, url, whole
 
 PER_PAGE = 50
@@ -40,7 +39,7 @@ def parse_filters(query, types: list[str], companies: dict[int, object]) -> tupl
     errors = {}
     if filters["status"] not in STATUSES:
         errors["status"], filters["status"] = "Choose open, resolved or all.", "open"
-    if filters["severity"] and filters["severity"] not in SEVERITIES:
+    if filters["severity"] and filters["severity"] not in alerts.SEVERITIES:
         errors["severity"], filters["severity"] = "Choose low, medium, high or critical.", ""
     if filters["type"] and filters["type"] not in types:
         errors["type"], filters["type"] = "There are no alerts of this type.", ""
@@ -109,7 +108,7 @@ def show_list(ctx: Ctx, query, *, errors: dict | None = None, note: str = "") ->
     ctx.render("alerts.html", title="Alerts", config=configuration(ctx.settings), filters=filters,
                errors={**filter_errors, **(errors or {})}, rows=rows, total=total, page=page, pages=pages,
                base_query=urlencode(current), back=urlencode({**current, "page": page} if page > 1 else current),
-               types=types, severities=SEVERITIES, companies=companies, note=note, note_max=NOTE_MAX)
+               types=types, severities=alerts.SEVERITIES, companies=companies, note=note, note_max=NOTE_MAX)
 
 
 def show_detail(ctx: Ctx, alert_id: str, *, errors: dict | None = None, note: str = "") -> None:
@@ -178,7 +177,7 @@ class SendTest(Page):
     """POST: the test alert of monitoring.md 3.9, sent now; its page shows the result per channel."""
 
     def post(self, ctx: Ctx) -> None:
-        outcome = alerts.send_test_alert(ctx.engine, ctx.cc.moodle, ctx.settings, ctx.now, by=ctx.admin.id)
+        outcome = notifications.send_test_alert(ctx.engine, ctx.cc.moodle, ctx.settings, ctx.now, by=ctx.admin.id)
         notice = "Test alert: " + "; ".join(outcome.lines())
         ctx.redirect(url("/alerts", id=outcome.alert_id), notice=notice, failed=not outcome.ok)
 

@@ -40,9 +40,11 @@ def company_rows(ctx: Ctx) -> list[dict]:
     stored = by_company(engine, now)
     rates = metrics.company_metrics(engine, now - DAY, now + 1)
     names = {c.id: c for c in ctx.cc.moodle.companies()}
+    ids = sorted(set(names) | set(stored))
+    loaded = company_settings.load_all(engine, ids)
     rows = []
-    for cid in sorted(set(names) | set(stored)):
-        settings = company_settings.load(engine, cid)
+    for cid in ids:
+        settings = loaded[cid]
         company = names.get(cid)
         found = rates.get(cid)
         rows.append({"id": cid, "name": company.name if company else None,

@@ -4,19 +4,17 @@ states, clear company data)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
-from local_alx_report_api.classes import company_settings, jobs, pulls, ratelimit, sequence
-from local_alx_report_api.classes.company_settings import FIELDS, RANGES, CompanySettings
-from local_alx_report_api.classes.progress import course_scope
+from local_alx_report_api.classes import client_state, company_settings, company_state, jobs, metrics, pulls, ratelimit
+from local_alx_report_api.classes.company_settings import FIELDS, RANGES, SYNC_MODES, CompanySettings
+from local_alx_report_api.classes.progress import course_scopes
 from local_alx_report_api.classes.reporting import purge_cache
-from local_alx_report_api.controlcenter.overview import calls_today
 from local_alx_report_api.controlcenter.web import Ctx, Page, whole
 from moodle_core.engines import LockBusy
 from moodle_core.moodle import Company
+from webservice.call import token_hash
 
-MODES = {0: "Auto", 1: "Always incremental", 2: "Always full", 3: "Disabled"}
 CHECKBOXES = ("adaptive_sync_window", "incremental_deletions", "enable_cache")
 NUMBERS = ("sync_mode", "sync_window_hours", "cache_ttl_minutes")
 OPTIONAL = ("rate_limit", "rate_limit_per_pull")  # empty: the global setting applies
@@ -50,32 +48,6 @@ def company_courses(engine, companyid: int) -> list[Course]:
         "JOIN {t:course} c ON c.id = cc.courseid WHERE cc.companyid = ? ORDER BY c.fullname, c.id", (companyid,))]
 
 
-def effective_limit(ctx: Ctx, company: Company, settings: CompanySettings) -> int:
-    """The rate limit the API applies to this company's token users (0 = unlimited)."""
-    return ratelimit.effective_limit(ctx.engine, ctx.settings, company, settings)
-
-
-_CRON = ("companyid", "last_sync_timestamp", "last_sync_status", "last_sync_error", "consecutive_failures",
-         "total_syncs", "state_data")
-
-
-def cron_rows(engine, companyid: int | None = None) -> dict[int, dict]:
-    """Each company's `cron` row (sync state, tasks.md 4), state_data decoded."""
-    sql = f"SELECT {', '.join(_CRON)} FROM {{t:local_alx_api_sync_status}} WHERE kind = 'cron'"
-    params = ()
-    if companyid is not None:
-        sql, params = sql + " AND companyid = ?", (companyid,)
-    out = {}
-    for row in engine.rows(sql, params):
-        item = dict(zip(_CRON, row, strict=True))
-        item["state"] = json.loads(item.pop("state_data") or "{}")
-        # the counter row exists before any run; "never" until a run completed or failed
-        item["result"] = ("never" if not int(item["total_syncs"] or 0) and item["last_sync_status"] != "failed"
-                          else item["last_sync_status"])
-        out[int(item["companyid"])] = item
-    return out
-
-
 def row_counts(engine, companyid: int | None = None) -> dict[int, dict]:
     sql = ("SELECT companyid, SUM(CASE WHEN is_deleted = 0 THEN 1 ELSE 0 END), "
            "SUM(CASE WHEN is_deleted = 1 THEN 1 ELSE 0 END) FROM {t:local_alx_api_reporting}")
@@ -103,18 +75,21 @@ SORT_KEYS = {"id": lambda r: r["id"], "name": lambda r: r["name"].lower(),
 
 
 def company_rows(ctx: Ctx) -> list[dict]:
-    crons, counts = cron_rows(ctx.engine), row_counts(ctx.engine)
+    engine, companies = ctx.engine, ctx.cc.moodle.companies()
+    crons, counts, scopes = company_state.rows(engine), row_counts(engine), course_scopes(engine)
+    loaded = company_settings.load_all(engine, [c.id for c in companies])
+    calls = metrics.calls_today_by_company(engine, ctx.cc.site.timezone, ctx.now)
     rows = []
-    for company in ctx.cc.moodle.companies():
-        cs = company_settings.load(ctx.engine, company.id)
+    for company in companies:
+        cs = loaded[company.id]
         cron = crons.get(company.id, {})
         n = counts.get(company.id, {"active": 0, "deleted": 0})
         rows.append({"id": company.id, "name": company.name, "shortname": company.shortname,
-                     "courses": len(course_scope(ctx.engine, company.id)), **n,
-                     "calls": calls_today(ctx.cc, ctx.now, company.id), "limit": effective_limit(ctx, company, cs),
+                     "courses": len(scopes.get(company.id, [])), **n, "calls": calls.get(company.id, 0),
+                     "limit": ratelimit.effective_limit(engine, ctx.settings, company, cs),
                      "last_sync": int(cron.get("last_sync_timestamp") or 0), "result": cron.get("result", "never"),
                      "error": cron.get("last_sync_error"), "failures": int(cron.get("consecutive_failures") or 0),
-                     "mode": MODES[cs.get("sync_mode")], "cache": "on" if cs.get("enable_cache") else "off",
+                     "mode": SYNC_MODES[cs.get("sync_mode")], "cache": "on" if cs.get("enable_cache") else "off",
                      # the API serves from the table once it holds any row of the company (pulls.has_rows)
                      "status": "Ready" if n["active"] + n["deleted"] else "Not populated"})
     return rows
@@ -135,28 +110,28 @@ class CompanyList(Page):
 def client_states(ctx: Ctx, company: Company, cs: CompanySettings) -> list[dict]:
     """Every token's pull state for this company (sync-and-cache.md 3 and 5.8)."""
     engine = ctx.engine
-    states = engine.rows(
-        "SELECT id, token_hash, userid, change_seq, last_sync_timestamp, last_sync_status, last_sync_error, "
-        "last_sync_records, sync_mode, total_syncs, consecutive_failures, state_data FROM "
-        "{t:local_alx_api_sync_status} WHERE companyid = ? AND kind = 'api' ORDER BY id", (company.id,))
-    userids = sorted({int(s[2]) for s in states})
+    states = client_state.listed(engine, companyid=company.id)
+    userids = sorted({int(s["userid"]) for s in states})
     users, tokens = ctx.cc.moodle.users(userids), {}
     if userids:
         for token, name in engine.rows(f"SELECT token, name FROM {{t:external_tokens}} WHERE userid IN "
                                        f"({', '.join('?' * len(userids))})", userids):
-            tokens[sequence.token_hash(token)] = (name or "", token[:8])
+            tokens[token_hash(token)] = (name or "", token[:8])
     out = []
-    for sid, thash, uid, watermark, last, status, error, records, mode, total, failures, raw in states:
-        data = pulls.load_data(raw)
-        req = pulls.PageRequest(company.id, thash, int(uid), 0, 0, None, cs.get("sync_mode"),
+    for s in sorted(states, key=lambda s: s["id"]):
+        data, uid = s["data"], int(s["userid"])
+        req = pulls.PageRequest(company.id, s["token_hash"], uid, 0, 0, None, cs.get("sync_mode"),
                                 cs.get("sync_window_hours"), cs.get("adaptive_sync_window") == 1,
                                 cs.get("incremental_deletions") == 1, ctx.now, ctx.cc.site.timezone)
         window, pattern = pulls.effective_window(engine, req, {"data": data})
-        name, prefix = tokens.get(thash, (None, None))
-        out.append({"id": int(sid), "token_name": name, "token_prefix": prefix, "user": users.get(int(uid)),
-                    "userid": int(uid), "watermark": int(watermark or 0), "last_success": int(last or 0),
-                    "status": status, "error": error, "records": int(records or 0), "mode": mode,
-                    "total": int(total or 0), "failures": int(failures or 0), "last_pull": data.get("last_pull") if isinstance(data.get("last_pull"), dict) else None,
+        name, prefix = tokens.get(s["token_hash"], (None, None))
+        out.append({"id": int(s["id"]), "token_name": name, "token_prefix": prefix, "user": users.get(uid),
+                    "userid": uid, "watermark": int(s["change_seq"] or 0),
+                    "last_success": int(s["last_sync_timestamp"] or 0), "status": s["last_sync_status"],
+                    "error": s["last_sync_error"], "records": int(s["last_sync_records"] or 0),
+                    "mode": s["sync_mode"], "total": int(s["total_syncs"] or 0),
+                    "failures": int(s["consecutive_failures"] or 0),
+                    "last_pull": data.get("last_pull") if isinstance(data.get("last_pull"), dict) else None,
                     "open": pulls.open_pulls(data, ctx.now), "window": window, "pattern": pattern})
     return out
 
@@ -170,8 +145,8 @@ def rate_usage(ctx: Ctx, company: Company, states: list[dict]) -> list[dict]:
     userids = sorted(members | {s["userid"] for s in states})
     users = ctx.cc.moodle.users(userids)
     start, end = ratelimit.day_bounds(ctx.now, ctx.cc.site.timezone)
-    return [{"userid": u, "user": users.get(u), "calls": ratelimit.counted_today(ctx.engine, u, start, end)}
-            for u in userids]
+    calls = ratelimit.counted_by_user(ctx.engine, userids, start, end)
+    return [{"userid": u, "user": users.get(u), "calls": calls.get(u, 0)} for u in userids]
 
 
 def form_values(cs: CompanySettings, courses: list[Course]) -> dict:
@@ -226,16 +201,16 @@ def company_view(ctx: Ctx, company: Company, *, values: dict | None = None, erro
     states = client_states(ctx, company, cs)
     counts = row_counts(engine, company.id).get(company.id, {"active": 0, "deleted": 0})
     values = values or form_values(cs, courses)
-    cron = cron_rows(engine, company.id).get(company.id)
+    cron = company_state.rows(engine, company.id).get(company.id)
     state = cron["state"] if cron else {}
     ctx.render("company.html", title=f"{company.name} ({company.shortname})", company=company, counts=counts,
                ready=pulls.has_rows(engine, company.id), cron=cron, last_run=state.get("last_run"),
                pending=state.get("pending"), reconcile=state.get("last_reconcile"),
                states=states, usage=rate_usage(ctx, company, states), courses=courses, v=values,
-               errors=errors or {}, error=error, modes=MODES, fields=FIELDS, limit=effective_limit(ctx, company, cs),
+               errors=errors or {}, error=error, modes=SYNC_MODES, fields=FIELDS, limit=ratelimit.effective_limit(ctx.engine, ctx.settings, company, cs),
                global_limit=ctx.settings.local_alx_report_api.rate_limit, reasons=pulls.REASONS,
                global_per_pull=ctx.settings.local_alx_report_api.rate_limit_per_pull, base_window=cs.get("sync_window_hours"),
-               calls=calls_today(ctx.cc, ctx.now, company.id), jobs=company_jobs(engine, company.id),
+               calls=metrics.calls_today(engine, ctx.cc.site.timezone, ctx.now, company.id), jobs=company_jobs(engine, company.id),
                cache_entries=cache_entries(engine, company.id), no_status=NO_STATUS, power_bi=POWER_BI)
 
 
@@ -324,8 +299,7 @@ class ClearCache(Action):
 
 class ResetClients(Action):
     def act(self, ctx: Ctx, company: Company) -> None:
-        n = ctx.engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND kind = 'api'",
-                               (company.id,)).rowcount
+        n = client_state.forget_company(ctx.engine, company.id)
         ctx.redirect(f"/companies/{company.id}",
                      notice=f"{n} client states reset: every client's next pull is a first pull.")
 
@@ -335,8 +309,7 @@ class ResetClient(Action):
         state = whole(ctx.form.get("state"))
         n = 0
         if state is not None and state <= MAX_ID:
-            n = ctx.engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE id = ? AND companyid = ? "
-                                   "AND kind = 'api'", (state, company.id)).rowcount
+            n = client_state.forget_company(ctx.engine, company.id, state_id=state)
         if not n:
             return ctx.not_found(f"Company {company.id} has no such client state.")
         ctx.redirect(f"/companies/{company.id}", notice="Client state reset: the token's next pull is a first pull.")
@@ -354,8 +327,7 @@ class ClearData(Action):
     def confirm(self, ctx: Ctx, company: Company, *, typed: str = "", errors: dict | None = None,
                 error: str | None = None) -> None:
         counts = row_counts(ctx.engine, company.id).get(company.id, {"active": 0, "deleted": 0})
-        clients = int(ctx.engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_sync_status} WHERE companyid = ? "
-                                        "AND kind = 'api'", (company.id,)))
+        clients = client_state.count(ctx.engine, company.id)
         ctx.render("company_clear.html", title=f"Clear company data: {company.name}", company=company,
                    counts=counts, clients=clients, cache_entries=cache_entries(ctx.engine, company.id), typed=typed,
                    errors=errors or {}, error=error)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local_alx_report_api.controlcenter import session, signin
+from local_alx_report_api.classes import session, signin
 from local_alx_report_api.controlcenter.web import PREFIX, Ctx, Page, secure, url
 from webservice.auth import client_ip
 

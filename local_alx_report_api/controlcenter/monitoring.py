@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from local_alx_report_api.classes import company_settings, metrics
+from local_alx_report_api.classes import company_settings, company_state, metrics, ratelimit
+from local_alx_report_api.classes.company_settings import SYNC_MODES
 from local_alx_report_api.classes.ratelimit import day_bounds
 from local_alx_report_api.classes.reporting import COUNTED, Counts
-from local_alx_report_api.controlcenter.companies import MODES, cron_rows, effective_limit
-from local_alx_report_api.controlcenter.overview import scheduled_tasks
+from local_alx_report_api.classes.schedule import scheduled_tasks
 from local_alx_report_api.controlcenter.svg import Chart, Series
 from local_alx_report_api.controlcenter.web import Ctx, Page
 
@@ -74,12 +74,14 @@ def company_rows(ctx: Ctx) -> list[dict]:
     today = metrics.company_metrics(ctx.engine, start, end)
     last = metrics.last_requests(ctx.engine)
     errors = metrics.last_errors(ctx.engine, start, end)
-    rows = []
-    for company in ctx.cc.moodle.companies():
-        cs = company_settings.load(ctx.engine, company.id)
+    rows, companies = [], ctx.cc.moodle.companies()
+    loaded = company_settings.load_all(ctx.engine, [c.id for c in companies])
+    for company in companies:
+        cs = loaded[company.id]
         rows.append(_company_row(company.id, company.name, company.shortname, today.get(company.id),
                                  last.get(company.id), errors.get(company.id, []),
-                                 limit=effective_limit(ctx, company, cs), mode=MODES[cs.get("sync_mode")]))
+                                 limit=ratelimit.effective_limit(ctx.engine, ctx.settings, company, cs),
+                                 mode=SYNC_MODES[cs.get("sync_mode")]))
     if 0 in today:  # e.g. invalid tokens: no company is known
         rows.append(_company_row(0, "No company (unknown token or user)", "", today[0], last.get(0),
                                  errors.get(0, []), limit=None, mode=None))
@@ -96,7 +98,7 @@ def _company_row(companyid, name, shortname, m, last, errors, *, limit, mode) ->
 
 def sync_rows(ctx: Ctx) -> list[dict]:
     """Each company's sync state from its `cron` row (tasks.md 5.6)."""
-    crons = cron_rows(ctx.engine)
+    crons = company_state.rows(ctx.engine)
     rows = []
     for company in ctx.cc.moodle.companies():
         cron = crons.get(company.id, {})
@@ -122,7 +124,7 @@ class Monitoring(Page):
             errors["period"], period = PERIOD_ERROR, DEFAULT_PERIOD
         ctx.render("monitoring.html", title="Monitoring", period=period, periods=metrics.PERIODS, errors=errors,
                    span=PERIOD_NAMES[period][1], charts=charts(ctx, period), companies=company_rows(ctx),
-                   syncs=sync_rows(ctx), tasks=scheduled_tasks(ctx.cc))
+                   syncs=sync_rows(ctx), tasks=scheduled_tasks(ctx.engine, ctx.settings))
 
 
 ROUTES = {"/monitoring": Monitoring}

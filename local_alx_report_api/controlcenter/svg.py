@@ -2,8 +2,10 @@
 followed by a table with the same numbers, see the `chart` macro in macros.html).
 
 Two kinds: a stacked bar chart and a line chart, each with a title, a legend, labelled axes and
-an accessible name (`role="img"`, `aria-labelledby` → `<title>`/`<desc>`). Every text that comes
-from data is escaped; the result is markupsafe.Markup, safe to put into a template as it is."""
+an accessible name (`role="img"`, `aria-labelledby` → `<title>`/`<desc>`). The latest value is
+written beside its bar or point (one bucket of data is a thin bar or a dot that is easy to miss);
+a chart without any says "No data yet in this period" (issue 18). Every text that comes from data
+is escaped; the result is markupsafe.Markup, safe to put into a template as it is."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ WIDTH, HEIGHT = 640, 270
 LEFT, RIGHT, TOP, BOTTOM = 64, 16, 58, 58  # plot area margins: y tick labels, legend, x labels
 FONT = 'font-family="system-ui, sans-serif"'
 MAX_X_LABELS = 8
+NO_DATA = "No data yet in this period"
+LABEL_GAP = 15  # vertical room of one latest-value label
 
 
 @dataclass
@@ -54,7 +58,7 @@ class Chart:
     def svg(self) -> Markup:
         draw = stacked_bar_chart if self.stacked else line_chart
         return draw(self.key, self.title, self.labels, self.series, x_label=self.x_label, y_label=self.y_label,
-                     y_max=self.y_max)
+                     y_max=self.y_max, unit=self.unit)
 
 
 def nice_scale(largest: float, *, integer: bool = False, fixed: float | None = None) -> tuple[float, float]:
@@ -110,13 +114,53 @@ def _frame(key: str, title: str, labels: list[str], series: list[Series], x_labe
                  f'fill="#1d2125">{escape(y_label)}</text>')
     if empty:
         parts.append(f'<text x="{LEFT + plot_w / 2}" y="{TOP + plot_h / 2}" text-anchor="middle" fill="#6a737b">'
-                     'No data in this period</text>')
+                     f'{NO_DATA}</text>')
     return parts
 
 
+def _latest(values: list) -> int | None:
+    """The index of the last bucket with a value (a stacked bar: with a non-zero total)."""
+    return next((i for i in range(len(values) - 1, -1, -1) if values[i]), None)
+
+
+def _half(text: str) -> float:
+    return 4 + 3.6 * len(text)  # about half the width of a label (font-size 12)
+
+
+def _value_label(x: float, y: float, text: str, anchor: str = "middle") -> str:
+    """A latest-value label at x (its middle, start or end) with its baseline at y, kept inside the plot."""
+    if anchor == "middle":
+        x = min(max(x, LEFT + _half(text)), WIDTH - RIGHT - _half(text))
+    return (f'<text class="latest" x="{_f(x)}" y="{_f(max(y, TOP - 2))}" text-anchor="{anchor}" '
+            f'font-size="12" font-weight="600" fill="#1d2125" stroke="#fff" stroke-width="3" '
+            f'paint-order="stroke">{escape(text)}</text>')
+
+
+def _point_labels(labels: list[list]) -> list[str]:
+    """[x, y, text] of latest points → labels beside their points (on the left in the right half of
+    the plot, where the latest bucket usually is), moved apart so that none covers another."""
+    middle = LEFT + (WIDTH - LEFT - RIGHT) / 2
+    labels = sorted(([x - 7, y + 4, text, "end"] if x > middle else [x + 7, y + 4, text, "start"]
+                     for x, y, text in labels), key=lambda label: label[1])
+    for i in range(len(labels) - 1, 0, -1):  # from the lowest: the one above it makes room
+        lower, upper = labels[i], labels[i - 1]
+        if lower[1] - upper[1] < LABEL_GAP:
+            upper[1] = lower[1] - LABEL_GAP
+    if labels and labels[0][1] < TOP + 8:  # above the plot: all of them down again
+        shift = TOP + 8 - labels[0][1]
+        for label in labels:
+            label[1] += shift
+    return [_value_label(x, y, text, anchor) for x, y, text, anchor in labels]
+
+
+def _with_unit(value: float, unit: str) -> str:
+    return number(value) + ("%" if unit == "%" else f" {unit}" if unit else "")
+
+
 def stacked_bar_chart(key: str, title: str, labels: list[str], series: list[Series], *, x_label: str, y_label: str,
-                      y_max: float | None = None) -> Markup:
-    """One bar per bucket, the series stacked bottom-up in the order given."""
+                      y_max: float | None = None, unit: str = "") -> Markup:
+    """One bar per bucket, the series stacked bottom-up in the order given; the latest bar's total
+    written above it."""
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(labels))]
     integer = all(float(v or 0).is_integer() for s in series for v in s.values)
     top, step = nice_scale(max(totals, default=0), integer=integer, fixed=y_max)
@@ -134,18 +178,26 @@ def stacked_bar_chart(key: str, title: str, labels: list[str], series: list[Seri
                          f'height="{_f(y0 - y1)}" fill="{escape(s.colour)}">'
                          f'<title>{escape(f"{label}: {s.name} {number(value)}")}</title></rect>')
             base += value
+    latest = _latest(totals)
+    if latest is not None:
+        parts.append(_value_label(LEFT + slot * (latest + 0.5),
+                                  TOP + plot_h - plot_h * min(totals[latest], top) / top - 5,
+                                  ("total " if len(series) > 1 else "") + _with_unit(totals[latest], unit)))
     parts.append("</svg>")
     return Markup("".join(parts))
 
 
 def line_chart(key: str, title: str, labels: list[str], series: list[Series], *, x_label: str, y_label: str,
-               y_max: float | None = None) -> Markup:
-    """One line per series with a point per bucket; a bucket without a value (None) breaks the line."""
+               y_max: float | None = None, unit: str = "") -> Markup:
+    """One line per series with a point per bucket; a bucket without a value (None) breaks the line.
+    Each series' latest value is written above its point, the labels moved apart where they would
+    overlap."""
     values = [v for s in series for v in s.values if v is not None]
     top, step = nice_scale(max(values, default=0), fixed=y_max)
     parts = _frame(key, title, labels, series, x_label, y_label, top, step, not values)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
     slot = plot_w / max(1, len(labels))
+    latest: list[list] = []  # [x, y, text] of each series' latest point
     for s in series:
         colour = escape(s.colour)
         points = [(LEFT + slot * (i + 0.5), TOP + plot_h - plot_h * min(v, top) / top) if v is not None else None
@@ -163,5 +215,10 @@ def line_chart(key: str, title: str, labels: list[str], series: list[Series], *,
             if point is not None:
                 parts.append(f'<circle cx="{_f(point[0])}" cy="{_f(point[1])}" r="3" fill="{colour}">'
                              f'<title>{escape(f"{labels[i]}: {s.name} {number(s.values[i])}")}</title></circle>')
+        last = next((i for i in range(len(points) - 1, -1, -1) if points[i] is not None), None)
+        if last is not None:
+            name = f"{s.name}: " if len(series) > 1 else ""  # which line a label belongs to
+            latest.append([points[last][0], points[last][1], name + _with_unit(s.values[last], unit)])
+    parts += _point_labels(latest)
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -10,10 +10,11 @@ import string
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from local_alx_report_api.classes import company_settings, pulls, ratelimit, sequence
+from local_alx_report_api.classes import client_state, company_settings, pulls, ratelimit
 from local_alx_report_api.classes.webservice_setup import FUNCTION
 from local_alx_report_api.controlcenter.web import Ctx, Page
 from webservice.auth import invalid_ip_entries
+from webservice.call import token_hash
 
 ONE_CLIENT = ("Give every client its own token where you can: clients sharing a token share its watermark, so "
               "incremental clients take each other's changes (full pulls, as Power BI makes, are kept apart).")
@@ -59,19 +60,17 @@ def last_pulls(engine, now: int) -> dict[str, dict]:
     """Per token hash: its most recently touched `api` state row, as the last pull to show, with
     why it was full or incremental and its client, and how many pulls are open."""
     found: dict[str, dict] = {}
-    for token_hash, companyid, last, status, records, mode, updated, data in engine.rows(
-            "SELECT token_hash, companyid, last_sync_timestamp, last_sync_status, last_sync_records, sync_mode, "
-            "updated_at, state_data FROM {t:local_alx_api_sync_status} WHERE kind = 'api' ORDER BY updated_at"):
-        state = pulls.load_data(data)
+    for row in client_state.listed(engine):
+        state, status = row["data"], row["last_sync_status"]
         # a failed pull does not move last_sync_timestamp (the watermark's time): its time is the update
-        when = int(updated or 0) if status == "failed" else int(last or 0)
+        when = int(row["updated_at"] or 0) if status == "failed" else int(row["last_sync_timestamp"] or 0)
         last_pull = state.get("last_pull") if isinstance(state.get("last_pull"), dict) else {}
         reason = last_pull.get("reason")
-        found[token_hash] = {"companyid": int(companyid), "time": when, "status": status, "mode": mode,
-                             "rows": int(records or 0), "open": len(pulls.open_pulls(state, now)),
-                             "why": pulls.REASONS.get(reason, reason) if reason else None,
-                             "why_mode": last_pull.get("mode"),
-                             "user_agent": last_pull.get("user_agent")}
+        found[row["token_hash"]] = {"companyid": int(row["companyid"]), "time": when, "status": status,
+                                    "mode": row["sync_mode"], "rows": int(row["last_sync_records"] or 0),
+                                    "open": len(pulls.open_pulls(state, now)),
+                                    "why": pulls.REASONS.get(reason, reason) if reason else None,
+                                    "why_mode": last_pull.get("mode"), "user_agent": last_pull.get("user_agent")}
     return found
 
 
@@ -79,16 +78,16 @@ def with_details(ctx: Ctx, rows: list[dict]) -> list[dict]:
     """Adds company, calls today / effective limit (per token user, as the rate limit counts)
     and the last pull to each token row."""
     start, end = ratelimit.day_bounds(ctx.now, ctx.cc.site.timezone)
-    last, loaded = last_pulls(ctx.engine, ctx.now), {}
+    userids = [row["userid"] for row in rows]
+    companies = ctx.cc.moodle.user_companies(userids)
+    loaded = company_settings.load_all(ctx.engine, {c.id for c in companies.values()})
+    calls, last = ratelimit.counted_by_user(ctx.engine, userids, start, end), last_pulls(ctx.engine, ctx.now)
     for row in rows:
-        company = ctx.cc.moodle.user_company(row["userid"])
-        if company is not None and company.id not in loaded:
-            loaded[company.id] = company_settings.load(ctx.engine, company.id)
-        row.update(company=company, short=row["token"][:8],
-                   calls=ratelimit.counted_today(ctx.engine, row["userid"], start, end),
+        company = companies.get(int(row["userid"]))
+        row.update(company=company, short=row["token"][:8], calls=calls.get(int(row["userid"]), 0),
                    limit=ratelimit.effective_limit(ctx.engine, ctx.settings, company,
-                                                   loaded.get(company.id) if company else None),
-                   pull=last.get(sequence.token_hash(row["token"])))
+                                                   loaded[company.id] if company else None),
+                   pull=last.get(token_hash(row["token"])))
     return rows
 
 
@@ -167,8 +166,7 @@ def create(engine, now: int, creatorid: int, values: dict) -> int:
 
 def reset_state(engine, token: str) -> int:
     """Deletes the token's `api` sync rows (every company); returns how many."""
-    return engine.execute("DELETE FROM {t:local_alx_api_sync_status} WHERE kind = 'api' AND token_hash = ?",
-                          (sequence.token_hash(token),)).rowcount
+    return client_state.forget_token(engine, token)
 
 
 # -- pages -----------------------------------------------------------------------------------------

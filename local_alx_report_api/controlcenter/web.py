@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import falcon
 import jinja2
 
-from local_alx_report_api.controlcenter import session, signin
+from local_alx_report_api.classes import session, signin
 
 log = logging.getLogger("alx_report_api.controlcenter")
 PREFIX = "/local/alx_report_api"

@@ -1,5 +1,7 @@
 """Scheduled task declarations, as Moodle's `db/tasks.php` (tasks.md section 1)."""
 
+from moodle_core.taskmanager import TaskDef
+
 NAMESPACE = "\\local_alx_report_api\\task\\"
 
 # classname, blocking, minute, hour, day, month, dayofweek, disabled
@@ -24,3 +26,11 @@ def short_name(classname: str) -> str:
 
 def cron_line(task: dict) -> str:
     return " ".join(task[f] for f in ("minute", "hour", "day", "month", "dayofweek"))
+
+
+def definitions(settings) -> list[TaskDef]:
+    """The scheduled tasks with their `[scheduled_tasks]` overrides (tasks.md 1): what the cron
+    runner runs, the health check expects and the control center lists."""
+    return [TaskDef(task["classname"], f"local_alx_report_api.task.{short_name(task['classname'])}",
+                    "disabled" if task["disabled"] else settings.get("scheduled_tasks", short_name(task["classname"])))
+            for task in TASKS]

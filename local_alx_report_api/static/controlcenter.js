@@ -49,7 +49,47 @@
     setTimeout(tick, every);
   }
 
+  // <div class="scroll"> holding a table wider than itself: a hint above it says so and has buttons
+  // that scroll it sideways (its own scrollbar may be far below, at the end of a long table).
+  function wide(box) {
+    var hint = document.createElement("div");
+    hint.className = "scroll-hint";
+    hint.hidden = true;
+    var text = document.createElement("span");
+    text.textContent = "More columns than fit: scroll the table sideways";
+    function arrow(label, sign, name) {
+      var button = document.createElement("button");
+      button.type = "button";
+      button.textContent = label;
+      button.setAttribute("aria-label", "Scroll the table " + name);
+      button.addEventListener("click", function () {
+        box.scrollBy({ left: sign * Math.max(box.clientWidth * 0.8, 100), behavior: "smooth" });
+      });
+      return button;
+    }
+    var left = arrow("←", -1, "left"), right = arrow("→", 1, "right");
+    hint.append(text, left, right);
+    box.parentNode.insertBefore(hint, box);
+    function update() {
+      var over = box.scrollWidth - box.clientWidth > 1;
+      hint.hidden = !over;
+      box.classList.toggle("overflowing", over);
+      left.disabled = box.scrollLeft <= 0;
+      right.disabled = box.scrollLeft + box.clientWidth >= box.scrollWidth - 1;
+    }
+    box.addEventListener("scroll", update, { passive: true });
+    if (window.ResizeObserver) {
+      var watch = new ResizeObserver(update);
+      watch.observe(box);
+      if (box.firstElementChild) watch.observe(box.firstElementChild);
+    } else {
+      window.addEventListener("resize", update);
+    }
+    update();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll(".scroll").forEach(wide);
     document.querySelectorAll("[data-poll]").forEach(poll);
     document.querySelectorAll("[data-select]").forEach(function (button) {
       button.hidden = false;

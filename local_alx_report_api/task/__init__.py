@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from local_alx_report_api.db.tasks import TASKS, short_name
 from moodle_core.config import Settings
 from moodle_core.engines import Engine
 from moodle_core.moodle import Moodle
-from moodle_core.taskmanager import TaskDef
-
-
-def definitions(settings: Settings) -> list[TaskDef]:
-    """The scheduled tasks of db/tasks.py with their `[scheduled_tasks]` overrides (tasks.md 1):
-    what the cron runner runs, the health check expects and the control center lists."""
-    defs = []
-    for task in TASKS:
-        module = f"{__name__}.{short_name(task['classname'])}"
-        if importlib.util.find_spec(module) is None:
-            continue  # declared, built with a later part of the product
-        cron = settings.get("scheduled_tasks", short_name(task["classname"]))
-        defs.append(TaskDef(task["classname"], module, "disabled" if task["disabled"] else cron))
-    return defs
 
 
 @dataclass

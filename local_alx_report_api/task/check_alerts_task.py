@@ -8,6 +8,7 @@ import json
 from local_alx_report_api.classes import alerts, health, metrics
 from local_alx_report_api.classes.alerts import number
 from local_alx_report_api.classes.ratelimit import day_bounds
+from local_alx_report_api.classes.signin import lockout_ended
 
 
 def execute(env) -> dict:
@@ -134,8 +135,6 @@ def _tokens(engine, env, now, condition) -> None:
 
 def _admin_lockouts(engine, env, now) -> list[str]:
     """Condition 7c resolves when the sign-in lockout it reported has ended."""
-    from local_alx_report_api.controlcenter.signin import lockout_ended
-
     ended = []
     for alert_id, subject in alerts.open_alerts(engine, "security", "admin_login:"):
         data = json.loads(engine.scalar("SELECT alert_data FROM {t:local_alx_api_alerts} WHERE id = ?",

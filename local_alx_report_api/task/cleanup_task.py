@@ -3,7 +3,7 @@ orphaned client state; each deletion in batches of at most 10000 rows."""
 
 from __future__ import annotations
 
-import hashlib
+from local_alx_report_api.classes import client_state, jobs
 
 BATCH = 10000
 MONTH = 30 * 86400
@@ -21,16 +21,11 @@ def _delete(env, table: str, where: str, params: tuple) -> int:
             return total
 
 
-def _orphaned_api_rows(env, before: int) -> int:
-    tokens = {hashlib.sha256(t.encode()).hexdigest() for (t,) in env.engine.rows("SELECT token FROM {t:external_tokens}")}
-    stale = [rid for rid, token_hash in env.engine.rows(
-        "SELECT id, token_hash FROM {t:local_alx_api_sync_status} WHERE kind = 'api' AND updated_at < ?", (before,))
-        if token_hash not in tokens]
-    for start in range(0, len(stale), BATCH):
+def _delete_ids(env, ids: list[int], delete) -> int:
+    for start in range(0, len(ids), BATCH):
         with env.engine.write_transaction():
-            ids = ", ".join(str(int(i)) for i in stale[start:start + BATCH])
-            env.engine.execute(f"DELETE FROM {{t:local_alx_api_sync_status}} WHERE id IN ({ids})")
-    return len(stale)
+            delete(env.engine, ids[start:start + BATCH])
+    return len(ids)
 
 
 def execute(env) -> dict:
@@ -40,8 +35,8 @@ def execute(env) -> dict:
                               (now - plugin.log_retention_days * 86400,)) if plugin.log_retention_days else 0
     summary["alerts"] = _delete(env, "local_alx_api_alerts", "resolved = 1 AND timeresolved < ?",
                                 (now - plugin.alert_retention_days * 86400,))
-    summary["jobs"] = _delete(env, "local_alx_api_sync_status", "kind = 'job' AND last_sync_status IN "
-                              "('success', 'failed', 'cancelled') AND last_sync_timestamp < ?", (now - MONTH,))
-    summary["client_state"] = _orphaned_api_rows(env, now - MONTH)
+    summary["jobs"] = _delete_ids(env, jobs.finished_before(env.engine, now - MONTH), jobs.delete)
+    summary["client_state"] = _delete_ids(env, client_state.stale_without_token(env.engine, now - MONTH),
+                                          client_state.delete)
     env.say("Cleanup: " + ", ".join(f"{name} {count}" for name, count in summary.items()) + " rows deleted")
     return summary

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import time
 
-from local_alx_report_api.classes import sync
+from local_alx_report_api.classes import company_runner, company_state, sync
 
 
 def _order(env, companies):
     """Never-synced companies first, then by the time of their last completed run, then id."""
-    last = dict(env.engine.rows("SELECT companyid, last_sync_timestamp FROM {t:local_alx_api_sync_status} "
-                                "WHERE kind = 'cron' AND total_syncs > 0"))
+    last = {c: int(r["last_sync_timestamp"]) for c, r in company_state.rows(env.engine).items() if r["total_syncs"]}
     return sorted(companies, key=lambda c: (last.get(c.id, -1), c.id))
 
 
@@ -25,19 +24,17 @@ def execute(env, *, companies=None, time_limit: int | None = None) -> dict:
 
     summary = {"processed": 0, "skipped": 0, "failed": 0, "pairs": 0, "inserted": 0, "updated": 0,
                "reactivated": 0, "deleted": 0, "unchanged": 0, "stopped": "complete"}
-    for company in _order(env, companies or env.moodle.companies()):
-        if out_of_time():
-            summary["stopped"] = "time_limit"
-            break
-        outcome, run = sync.sync_company(env, company, out_of_time=out_of_time)
-        if outcome != "done":
-            summary["skipped" if outcome == "busy" else "failed"] += 1
+    run = company_runner.each(_order(env, companies or env.moodle.companies()),
+                              lambda company: sync.sync_company(env, company, out_of_time=out_of_time),
+                              should_stop=out_of_time)
+    for outcome in run:
+        if outcome.status in ("busy", "failed"):
+            summary["skipped" if outcome.status == "busy" else "failed"] += 1
             continue
         summary["processed"] += 1
-        summary["pairs"] += run["pairs"]
+        summary["pairs"] += outcome.result["pairs"]
         for key in ("inserted", "updated", "reactivated", "deleted", "unchanged"):
-            summary[key] += run[key]
-        if run["stopped"] != "complete":
-            summary["stopped"] = "time_limit"
-            break
+            summary[key] += outcome.result[key]
+    if run.stopped:
+        summary["stopped"] = "time_limit"
     return summary

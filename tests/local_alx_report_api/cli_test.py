@@ -212,3 +212,37 @@ def test_a_closed_pipe_ends_the_command_quietly(site):
     proc.stdout.close()  # the reader is gone before anything is written
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) in (0, 141) and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_the_installed_command_as_a_new_administrator_runs_it(site):
+    """Issue 18, end to end through the installed `alx-report-api` in subprocesses: install
+    reports Moodle's web services every time, cron says what a pass did (nothing due included)
+    unless --quiet, every subcommand's --help describes its options, a database error is one line."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = str(Path(sys.executable).parent / "alx-report-api")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALX_")}
+
+    def cli(*argv):
+        done = subprocess.run([command, *argv], cwd=site, env=env, capture_output=True, text=True, timeout=120)
+        assert "Traceback" not in done.stderr, done.stderr
+        return done
+
+    assert cli("demo-site", "--companies", "1", "--users", "3").returncode == 0
+    for _ in range(2):  # the second run has nothing to create, and still reports
+        done = cli("install")
+        assert done.returncode == 0 and "  Web services enabled: ok" in done.stdout, done.stdout
+        assert "  REST protocol enabled: ok" in done.stdout and "  Service alx_report_api_custom enabled: ok" in done.stdout
+    first, second = cli("cron"), cli("cron")
+    assert first.stdout.splitlines()[-1].startswith("Cron pass: ") and second.stdout.startswith("Cron pass: 0 tasks run")
+    assert cli("cron", "--quiet").stdout == ""
+    for sub in ("demo-site", "install", "populate", "cron", "serve", "task", "job", "alerts", "settings"):
+        helptext = cli(sub, "--help")
+        assert helptext.returncode == 0 and "usage: alx-report-api" in helptext.stdout, sub
+    assert "learners, spread over them (default: 60)" in " ".join(cli("demo-site", "--help").stdout.split())
+    (site / "settings.ini").write_text("[database]\nurl = sqlite:///missing.sqlite3\n")
+    done = cli("task", "list")
+    assert done.returncode != 0 and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -1,7 +1,7 @@
 """The real IOMAD 4.4.5 reference site (shared/fixtures/iomad-4.4.5/site.sql, PostgreSQL):
 the read model reads it, install adopts the original's tables, populate yields the spec's rows."""
 
-from local_alx_report_api.classes import installer, sequence
+from local_alx_report_api.classes import company_state, installer
 from local_alx_report_api.classes.populate import populate
 from moodle_core.moodle import Moodle
 from tests.oracle import expected_rows, stored
@@ -46,7 +46,7 @@ def test_install_adopts_the_originals_tables_without_losing_a_row(refsite):
                                            (companyid,))]
         if seqs:
             assert min(seqs) > 0 and len(set(seqs)) == len(seqs)
-            assert sequence.current(refsite, companyid) >= max(seqs)
+            assert company_state.current(refsite, companyid) >= max(seqs)
     assert installer.install(refsite, NOW + 1).lines == []
 
 

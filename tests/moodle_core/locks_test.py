@@ -74,3 +74,45 @@ def test_slow_queries_are_logged_with_kind_and_company(db, caplog):
     assert total[0] > 0
     line = caplog.records[-1].getMessage()
     assert line.startswith("slow query select ") and "(company 7)" in line and "WHERE 1 =" in line
+
+
+def test_a_wait_blocks_in_the_server_on_one_connection_and_ends_at_release(db):
+    """Issue 19: a waiter does not reconnect every poll; on PostgreSQL and MariaDB it waits inside
+    the server (pg_advisory_lock with lock_timeout, GET_LOCK with a timeout) and gets the lock as
+    soon as the holder lets go."""
+    import threading
+
+    other, watcher = second_handle(db), second_handle(db)
+    waiting_sql = {
+        "postgresql": "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        "mariadb": "SELECT id FROM information_schema.processlist WHERE info LIKE 'SELECT GET_LOCK(%' "
+                   "AND state = 'User lock'",
+    }.get(db.kind)
+    got = []
+
+    def wait():
+        with other.lock("company_9", timeout=20):
+            got.append(time.monotonic())
+
+    with db.lock("company_9"):
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        time.sleep(1.0)
+        if waiting_sql:
+            seen = [sorted(r[0] for r in watcher.rows(waiting_sql)) for _ in range(3) if not time.sleep(0.3)]
+            assert len(seen[0]) == 1 and seen[0] == seen[1] == seen[2]  # one backend, the same throughout
+        released = time.monotonic()
+    waiter.join(10)
+    assert got and got[0] - released < 0.15  # no 0.2 s polling step
+
+
+def test_recording_sees_every_statement_in_its_block(db):
+    """Issue 19: the public statement hook (statement-count tests, the benchmark's floors)."""
+    db.execute("SELECT 1")
+    with db.recording() as outer:
+        db.execute("SELECT 2 WHERE 1 = ?", (1,))
+        with db.recording() as inner:
+            db.scalar("SELECT 3")
+    db.execute("SELECT 4")
+    assert [sql.split()[1] for sql, _ in outer] == ["2", "3"] and [sql for sql, _ in inner] == ["SELECT 3"]
+    assert outer[0][1] == (1,)

@@ -43,18 +43,8 @@ IGNORED = {"host", "date", "connection", "x-powered-by", "content-length", "serv
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset", "retry-after")
 INVALIDLIMIT = (b'{"exception":"moodle_exception","errorcode":"invalidlimit","message":"Requested limit is too small. '
                 b'Minimum allowed records per request is 1. Please increase your limit parameter and try again."}')
-SITE_INFO_JSON = (  # protocol.md section 15, verbatim
-    b'{"sitename":"Ref","username":"admin","firstname":"Admin","lastname":"User","fullname":"Admin User","lang":"en",'
-    b'"userid":2,"siteurl":"http:\\/\\/127.0.0.1:8081","userpictureurl":"http:\\/\\/127.0.0.1:8081\\/theme\\/image.php'
-    b'\\/iomadboost\\/core\\/1795649495\\/u\\/f1","functions":[{"name":"core_webservice_get_site_info","version":'
-    b'"2024042205"}],"downloadfiles":0,"uploadfiles":0,"release":"4.4.5 (Build: 20241209)","version":"2024042205",'
-    b'"mobilecssurl":"","advancedfeatures":[{"name":"usecomments","value":1},{"name":"usetags","value":1},'
-    b'{"name":"enablenotes","value":1},{"name":"messaging","value":1},{"name":"enableblogs","value":1},'
-    b'{"name":"enablecompletion","value":1},{"name":"enablebadges","value":1},{"name":"messagingallusers","value":0},'
-    b'{"name":"enablecustomreports","value":1},{"name":"enableglobalsearch","value":0},'
-    b'{"name":"mnet_dispatcher_mode","value":0},{"name":"enablecompetencies","value":1}],"siteid":1,'
-    b'"sitecalendartype":"gregorian","usercalendartype":"gregorian","userissiteadmin":true,"theme":"iomadboost",'
-    b'"limitconcurrentlogins":0,"policyagreed":0}')
+CAPTURED_KEY = b"09e19f006448d64911c5f064f85d6536"  # the admin's core_files key on the reference site
+KEY_ROW = ("script", "userid", "instance", "iprestriction", "validuntil", "timecreated")
 
 
 class Capture(NamedTuple):
@@ -375,22 +365,61 @@ def test_limit_below_one_is_invalidlimit(refsite, name, limit):
     assert resp.body == INVALIDLIMIT
 
 
-def test_site_info_json_leaves_out_keys_17_to_21(refsite):
-    app = prepared(refsite, populated=False)
-    resp = post(app, wstoken=ADMIN_CORE, wsfunction=SITE_INFO, moodlewsrestformat="json")
-    check_headers(resp, "site_info_core_token_json.txt", 100)
-    assert resp.body == SITE_INFO_JSON
+def keys_of(engine) -> list[tuple]:
+    return engine.rows(f"SELECT value, {', '.join(KEY_ROW)} FROM {{t:user_private_key}} ORDER BY id")
 
 
-def test_site_info_xml_has_keys_17_to_21_and_28_null(refsite):
+def with_key(body: bytes, key: bytes) -> bytes:
+    """A captured body with the admin's private key replaced (the reference site's is random)."""
+    assert body.count(CAPTURED_KEY) == 1
+    return body.replace(CAPTURED_KEY, key)
+
+
+def test_site_info_is_the_capture_when_the_site_holds_the_captured_key(refsite):
+    """Keys 17–21 as Moodle 4.4 fills them (decision 101): with the reference site's own key row
+    (the dump leaves user_private_key out), both answers are the captures byte for byte."""
+    refsite.execute("INSERT INTO {t:user_private_key} (script, value, userid, instance, iprestriction, validuntil, "
+                    "timecreated) VALUES ('core_files', ?, 2, NULL, NULL, NULL, 1795649500)", (CAPTURED_KEY.decode(),))
     app = prepared(refsite, populated=False)
+    check_identical(post(app, wstoken=ADMIN_CORE, wsfunction=SITE_INFO, moodlewsrestformat="json"),
+                    "site_info_core_token_json.txt", 100)
     resp = post(app, wstoken=ADMIN_CORE, wsfunction=SITE_INFO)
-    check_headers(resp, "site_info_core_token_xml.txt", 100)
-    expected = capture("site_info_core_token_xml.txt").body
-    for key in ("usercanmanageownfiles", "userquota", "usermaxuploadfilesize", "userhomepage", "userprivateaccesskey",
-                "usersessionscount"):
-        expected, n = re.subn(rb'(<KEY name="%s">)<VALUE(?:>[^<]*</VALUE>| null="null"/>)' % key.encode(),
-                              rb'\1<VALUE null="null"/>', expected)
-        assert n == 1
-    assert resp.body == expected
+    check_identical(resp, "site_info_core_token_xml.txt", 100)
     ET.fromstring(resp.body)
+    assert len(keys_of(refsite)) == 1  # found, not made again
+
+
+def test_site_info_makes_the_users_key_once_and_keeps_it(refsite):
+    """get_user_key('core_files', 2) on a site where the admin has no key yet: Moodle's row is
+    written (decision 101); every later answer, JSON or XML, carries the same key."""
+    app = prepared(refsite, populated=False)
+    assert keys_of(refsite) == []
+    first = post(app, wstoken=ADMIN_CORE, wsfunction=SITE_INFO, moodlewsrestformat="json")
+    check_headers(first, "site_info_core_token_json.txt", 100)
+    key = json.loads(first.body)["userprivateaccesskey"]
+    assert re.fullmatch("[0-9a-f]{32}", key) and key != CAPTURED_KEY.decode()
+    assert first.body == with_key(capture("site_info_core_token_json.txt").body, key.encode())
+    assert keys_of(refsite) == [(key, "core_files", 2, None, None, None, NOW)]
+    again = post(app, wstoken=ADMIN_CORE, wsfunction=SITE_INFO, moodlewsrestformat="json")
+    assert again.body == first.body
+    xml = post(app, wstoken=ADMIN_CORE, wsfunction=SITE_INFO)
+    check_headers(xml, "site_info_core_token_xml.txt", 100)
+    assert xml.body == with_key(capture("site_info_core_token_xml.txt").body, key.encode())
+    assert len(keys_of(refsite)) == 1
+
+
+def test_site_info_for_a_company_manager(refsite):
+    """Keys 17–21 for a user who is not a site admin, from the reference site's real roles: the
+    authenticated-user role allows moodle/user:manageownfiles; nobody holds ignoreuserquota or
+    ignorefilesizelimits, so the site quota (config userquota 104857600) and PHP's 2 MiB
+    upload_max_filesize apply (config maxbytes is 0); config defaulthomepage is 1 (Dashboard)."""
+    app = prepared(refsite, populated=False)
+    webservice_setup.prepare(refsite, NOW, False, installer.Report())
+    info = json.loads(post(app, wstoken=GLOBEX, wsfunction=SITE_INFO, moodlewsrestformat="json").body)
+    key = info["userprivateaccesskey"]
+    assert {k: info[k] for k in ("usercanmanageownfiles", "userquota", "usermaxuploadfilesize", "userhomepage",
+                                 "userissiteadmin")} == {
+        "usercanmanageownfiles": True, "userquota": 104857600, "usermaxuploadfilesize": 2097152, "userhomepage": 1,
+        "userissiteadmin": False}
+    assert re.fullmatch("[0-9a-f]{32}", key) and keys_of(refsite) == [(key, "core_files", 61, None, None, None, NOW)]
+    assert list(info) == list(json.loads(capture("site_info_core_token_json.txt").body))  # Moodle's key order

@@ -65,6 +65,28 @@ def test_probes_and_metrics_aggregate_all_workers(server):
     assert counted == 12
 
 
+def test_live_fallback_counter_in_every_scrape_of_the_workers(server):
+    """monitoring.md 4: the family and both `reason` series are in the first scrape of a fresh
+    server (each worker's multiprocess file holds them at 0), then sum the workers' fallbacks
+    (the company of the fixture is never synced: each page is served live, `never_filled`)."""
+    url, token = server
+    base = url.rsplit("/webservice", 1)[0]
+
+    def fallbacks():
+        text = urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
+        assert "# TYPE alx_report_api_live_fallback_total counter" in text
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line.startswith("alx_report_api_live_fallback_total{")}
+
+    assert fallbacks() == {'alx_report_api_live_fallback_total{reason="error"}': 0.0,
+                           'alx_report_api_live_fallback_total{reason="never_filled"}': 0.0}
+    body = urlencode({"wstoken": token, "wsfunction": FUNCTION, "moodlewsrestformat": "json", "limit": 1}).encode()
+    for _ in range(8):
+        urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=30).read()
+    assert fallbacks() == {'alx_report_api_live_fallback_total{reason="error"}': 0.0,
+                           'alx_report_api_live_fallback_total{reason="never_filled"}': 8.0}
+
+
 def test_chunked_bodies_and_any_method_through_gunicorn(server):
     """Issue 14 (8): a chunked POST body is read like any other; TRACE and unknown methods are
     processed like GET, answered in Moodle's shape."""

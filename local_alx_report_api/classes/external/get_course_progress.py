@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from local_alx_report_api.classes import cache, company_settings, pages, pulls, ratelimit, sequence
+from local_alx_report_api.classes import cache, company_settings, company_state, pages, pulls, ratelimit
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.lang import get_string
 from moodle_core.engines import QUERY_COMPANY
@@ -96,7 +96,7 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
             return pulls.Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
         position = f"a{after[0]}-{after[1]}" if after is not None else f"o{at_offset}"
         since = definition.since if definition.mode == "incremental" or definition.deletions else 0
-        key = cache.key(companyid, definition.mode, since, position, limit, sig, sequence.current(engine, companyid))
+        key = cache.key(companyid, definition.mode, since, position, limit, sig, company_state.current(engine, companyid))
         hit, corrupt = cache.read(engine, companyid, key, call.now)
         if corrupt:
             call.log.extra["cache_corrupt"] = True

@@ -5,7 +5,7 @@ import copy
 
 import pytest
 
-from local_alx_report_api.classes import installer, sequence
+from local_alx_report_api.classes import company_state, installer
 from moodle_core.moodle_schema import moodle_tables
 from moodle_core.xmldb import create_statements, make_models, tables_from_json
 from tests.sites import NOW
@@ -140,7 +140,7 @@ def test_install_adopts_the_original_tables_without_losing_a_row(db):
         seqs = [r[0] for r in db.rows("SELECT change_seq FROM {t:local_alx_api_reporting} WHERE companyid = ? "
                                       "ORDER BY id", (company,))]
         assert all(s > 0 for s in seqs) and seqs == sorted(set(seqs))
-        assert sequence.current(db, company) >= seqs[-1]
+        assert company_state.current(db, company) >= seqs[-1]
     assert installer.install(db, NOW + 5).lines == []  # nothing left to adopt or stamp
 
 

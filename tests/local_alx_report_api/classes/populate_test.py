@@ -2,7 +2,7 @@
 
 import pytest
 
-from local_alx_report_api.classes import installer, sequence
+from local_alx_report_api.classes import company_state, installer
 from local_alx_report_api.classes.populate import populate
 from moodle_core import generator
 from moodle_core.moodle import Moodle
@@ -41,7 +41,7 @@ def test_populate_stores_exactly_the_in_scope_pairs(generated):
         assert stored(db, company.id) == expected
         values = sorted(s for s, _ in seqs(db, company.id).values())
         assert values == sorted(set(values)) and values[0] >= 1
-        assert sequence.current(db, company.id) == values[-1]
+        assert company_state.current(db, company.id) == values[-1]
     assert lines[0] == "Populating 3 companies, batch size 100"
     assert lines[-1].startswith(f"Finished: 3 companies, {state.totals.checked} pairs checked")
     assert any("pairs to check" in line for line in lines)
@@ -60,7 +60,7 @@ def test_changes_soft_deletes_and_reactivation_get_new_sequence_values(db):
     b = new_site(db)
     ids = worked_examples(b)
     run(db)
-    counter = sequence.current(db, 5)
+    counter = company_state.current(db, 5)
     before = seqs(db, 5)
     db.execute("UPDATE {t:user} SET firstname = 'Sara' WHERE id = 101")
     db.execute("DELETE FROM {t:user_enrolments} WHERE userid = 103")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from local_alx_report_api.classes import pulls, sequence
+from local_alx_report_api.classes import company_state, pulls
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.admin import PREFIX, admin_app, sign_in
 from tests.sites import NOW, company_setting, synced_company
@@ -263,7 +263,7 @@ def test_interleaved_pulls_without_changes_are_exact(big):
     logs = db.rows("SELECT additional_data FROM {t:local_alx_api_logs} ORDER BY id")
     assert {json.loads(x)["page"] for (x,) in logs} == {"start", "next"}
     state = db.execute("SELECT total_syncs, change_seq FROM {t:local_alx_api_sync_status} WHERE kind = 'api'").fetchone()
-    assert state == (2, sequence.current(db, 1))
+    assert state == (2, company_state.current(db, 1))
 
 
 def test_a_named_restart_abandons_only_its_own_pull(big):

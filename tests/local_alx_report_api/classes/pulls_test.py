@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from local_alx_report_api.classes import pulls, sequence
+from local_alx_report_api.classes import company_state, pulls
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.sites import NOW, synced_company
 from tests.tasks import task_env
@@ -49,7 +49,7 @@ def test_a_pull_pages_by_key_and_sees_changes_made_between_pages(big):
     client = Client(db, token)
     first = client.page(100, 0)
     assert len(first) == 100 and client.log()[3]["page"] == "start"
-    until = sequence.current(db, 1)
+    until = company_state.current(db, 1)
     # between pages: a row already delivered changes, a later row changes, a later row leaves scope
     delivered, later, leaving = keys(first)[10], (first[-1]["userid"] + 5, 5), (first[-1]["userid"] + 7, 5)
     db.execute("UPDATE {t:user} SET lastname = 'Changed', timemodified = ? WHERE id IN (?, ?)",
@@ -74,7 +74,7 @@ def test_a_pull_pages_by_key_and_sees_changes_made_between_pages(big):
     assert by_key[leaving]["status"] == "deleted"
     assert all(by_key[k]["lastname"] == "Changed" for k in by_key if k[0] in (delivered[0], later[0]))
     assert {k[0] for k in by_key} == {delivered[0], later[0], leaving[0]}
-    assert client.state()["watermark"] == sequence.current(db, 1)
+    assert client.state()["watermark"] == company_state.current(db, 1)
     client.now += 7200
     assert client.page(100, 0) == []  # nothing changed since
 

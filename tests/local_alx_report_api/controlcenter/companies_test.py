@@ -8,13 +8,14 @@ import json
 
 import pytest
 
-from local_alx_report_api.classes import jobs, sequence
+from local_alx_report_api.classes import company_state, jobs
 from local_alx_report_api.controlcenter.companies import BUSY, NO_STATUS, POWER_BI, SWITCHED_ON
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.admin import PREFIX, admin_app, sign_in, submit
 from tests.sites import NOW, api_token, new_site, worked_examples
 from tests.tasks import task_env
 from tests.webapp import progress
+from webservice.call import token_hash
 
 TOKEN, TOKEN2 = "a" * 32, "b" * 32
 ALL_ROWS = [(101, 12), (102, 12), (103, 12), (104, 13), (105, 12), (106, 12)]
@@ -141,9 +142,9 @@ def test_the_company_page_shows_status_sync_state_clients_and_courses(app, db):
     states = table(page, "#client-states")
     assert states[0][0] == "Power BI aaaaaaaa…" and states[0][1].startswith("api API User")
     assert "success" in states[0][2] and "full, 6 rows" in states[0][2] and "2024-11-25 15:00:00" in states[0][2]
-    assert states[0][3] == str(sequence.current(db, 5)) and states[0][4] == "none"
+    assert states[0][3] == str(company_state.current(db, 5)) and states[0][4] == "none"
     assert states[0][5] == "low → 48 h"  # one call a day: the base window of 24 h doubled
-    assert states[1][0] == "(no name) bbbbbbbb…" and states[1][2] == "none yet"
+    assert states[1][0] == "(no name) bbbbbbbb…" and states[1][2] == "in progress (none completed yet)"
     assert states[1][4] == "full since 2024-11-25 15:01:00, 2 rows so far Why: Auto: the token's first pull"
     assert "Why: Auto: the token's first pull" in states[0][2]
     assert [r[:2] for r in table(page, "#rate-usage")] == [["api API User", "1"], ["api2 API User", "1"]]
@@ -212,7 +213,7 @@ def test_switching_a_course_off_tombstones_its_rows_at_once(app, db):
     assert notice(app, form.submit()) == "Settings saved. 1 rows of switched-off courses were removed from the reports."
     assert settings_rows(db)["course_13"] == 0
     after = {(u, c): (d, s) for u, c, d, s in reporting(db)}
-    assert after[(104, 13)] == (1, sequence.current(db, 5)) and sequence.current(db, 5) > max(before.values())
+    assert after[(104, 13)] == (1, company_state.current(db, 5)) and company_state.current(db, 5) > max(before.values())
     assert all(after[k] == (0, before[k]) for k in before if k != (104, 13))
     assert count(db, "local_alx_api_cache") == 0
     app.now = NOW + 120
@@ -220,7 +221,7 @@ def test_switching_a_course_off_tombstones_its_rows_at_once(app, db):
     assert [(r["userid"], r["courseid"], r["status"]) for r in delta] == [(104, 13, "deleted")]
     submit(app, "/companies/5/reset-client", state=str(db.scalar(
         "SELECT id FROM {t:local_alx_api_sync_status} WHERE kind = 'api' AND token_hash = ?",
-        (sequence.token_hash(TOKEN2),))))
+        (token_hash(TOKEN2),))))
     # a new full pull; its first page was cached under the old scope, but is never served again
     first = pull(app, TOKEN2, limit=4)
     assert keys(first) == [(101, 12), (102, 12), (103, 12), (105, 12)]
@@ -419,7 +420,7 @@ def test_reset_one_client_state(app, db):
     assert notice(app, second.submit()) == "Client state reset: the token's next pull is a first pull."
     hashes = [r[0] for r in db.rows("SELECT token_hash FROM {t:local_alx_api_sync_status} WHERE kind = 'api' AND "
                                     "companyid = 5")]
-    assert hashes == [sequence.token_hash(TOKEN)]
+    assert hashes == [token_hash(TOKEN)]
     before = snapshot(db)
     for state in (str(other), "abc", "", str(2**70), first["state"].value + "0"):
         assert submit(app, "/companies/5/reset-client", state=state).status_int == 404  # not this company's

@@ -10,10 +10,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from local_alx_report_api.classes import metrics, sync
+from local_alx_report_api.classes import company_state, metrics
 from local_alx_report_api.controlcenter.svg import Series, line_chart, nice_scale, stacked_bar_chart
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
-from moodle_core.moodle import Moodle
 from tests.admin import PREFIX, admin_app, sign_in
 from tests.sites import NOW, acme_and_globex, api_token, company_setting, new_site
 from tests.tasks import task_env
@@ -216,7 +215,7 @@ def test_percentile_and_averages_per_bucket(db):
 def test_companies_today_and_their_sync(db, site):
     clock = [NOW]
     app = calls(db, clock)
-    sync.record_failure(db, Moodle(db).company(6), NOW - 600, "Deadlock found when trying to get lock; try again")
+    company_state.failed(db, 6, NOW - 600, "Deadlock found when trying to get lock; try again")
     sign_in(app)
     page = app.get(PREFIX + "/monitoring")
     rows = {r[0]: r[1:] for r in table(page, "#companies")}
@@ -257,8 +256,28 @@ def test_svg_escapes_text_and_scales_axes():
     assert "<script>" not in svg and "&lt;script&gt;" in svg and svg.startswith("<svg")
     assert 'aria-labelledby="k-title k-desc"' in svg
     empty = line_chart("e", "Empty", ["a", "b"], [Series("s", [None, None], "#000")], x_label="x", y_label="y")
-    assert "No data in this period" in empty and "<circle" not in empty
+    assert "No data yet in this period" in empty and "<circle" not in empty and 'class="latest"' not in empty
     line = line_chart("l", "L", ["a", "b", "c"], [Series("s", [1, None, 3], "#000")], x_label="x", y_label="y")
     assert line.count("<circle") == 2 and "<polyline" not in line  # a gap breaks the line
     assert nice_scale(7, integer=True) == (8, 2) and nice_scale(0, integer=True) == (1, 1)
     assert nice_scale(2.5) == (3.0, 1.0) and nice_scale(130) == (150, 50) and nice_scale(50, fixed=100) == (100, 25)
+
+
+def test_the_latest_value_is_written_beside_its_bar_or_point():
+    """Issue 18: one bucket of data is a thin bar or a dot; its value is written beside it."""
+    hours = [f"{h:02d}:00" for h in range(24)]
+    bars = stacked_bar_chart("b", "B", hours, [Series("Inserted", [0] * 23 + [216], "#000"),
+                                               Series("Deleted", [0] * 24, "#111")], x_label="x", y_label="y")
+    assert bars.count('class="latest"') == 1 and ">total 216</text>" in bars
+    one = stacked_bar_chart("o", "O", hours, [Series("Elements", [5, 7] + [0] * 22, "#000")], x_label="x",
+                            y_label="y")
+    assert ">7</text>" in one and ">5</text>" not in one  # the latest bucket with a value, not the first
+    lines = line_chart("l", "L", hours, [Series("Average", [None] * 23 + [12.5], "#000"),
+                                         Series("95th percentile", [None] * 23 + [14], "#111")],
+                       x_label="x", y_label="y", unit="ms")
+    assert ">Average: 12.5 ms</text>" in lines and ">95th percentile: 14 ms</text>" in lines
+    ys = sorted(float(t.split(' y="')[1].split('"')[0]) for t in lines.split('<text class="latest"')[1:])
+    assert ys[1] - ys[0] >= 15  # two close values: the labels do not cover each other
+    rate = line_chart("r", "R", hours, [Series("Hit rate", [None] * 22 + [50, None], "#000")], x_label="x",
+                      y_label="y", unit="%", y_max=100)
+    assert ">50%</text>" in rate and "No data yet" not in rate

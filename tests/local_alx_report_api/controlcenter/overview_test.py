@@ -3,6 +3,7 @@ sync lag per company, scheduled tasks."""
 
 from __future__ import annotations
 
+from local_alx_report_api.classes import health
 from local_alx_report_api.task import sync_reporting_data_task
 from tests.admin import PREFIX, admin_app, sign_in
 from tests.sites import NOW, acme_and_globex, api_token
@@ -32,3 +33,13 @@ def test_cards_lag_and_tasks_after_requests_and_a_sync(db):
     assert [td.get_text(" ", strip=True) for td in lag[1].find_all("td")] == \
         ["Acme Learning Ltd (acme)", "2024-11-25 14:50:00", "11 min"]
     assert "sync_reporting_data_task" in page.text
+
+
+def test_the_health_badge_is_never_healthy_beside_open_high_or_critical_alerts():
+    """Issue 18 (decision 103): the score and `overall` are the checks'; the badge counts open alerts."""
+    none = {"low": 3, "medium": 1, "high": 0, "critical": 0}
+    assert health.with_alerts("healthy", none) == ("healthy", "no high or critical alert open")
+    assert health.with_alerts("healthy", {**none, "high": 2}) == ("warning", "2 high alerts open")
+    assert health.with_alerts("unhealthy", {**none, "high": 1}) == ("unhealthy", "1 high alert open")
+    assert health.with_alerts("warning", {**none, "critical": 1, "high": 2}) == \
+        ("unhealthy", "1 critical and 2 high alerts open")

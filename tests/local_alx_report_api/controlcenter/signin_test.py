@@ -9,8 +9,8 @@ import pytest
 from passlib.hash import sha512_crypt
 
 from local_alx_report_api import settings as plugin_settings
-from local_alx_report_api.controlcenter import session, signin
-from local_alx_report_api.controlcenter.signin import password_matches
+from local_alx_report_api.classes import session, signin
+from local_alx_report_api.classes.signin import password_matches
 from local_alx_report_api.task import check_alerts_task
 from moodle_core.generator import moodle_password_hash
 from moodle_core.moodle import Moodle
@@ -289,7 +289,7 @@ def test_concurrent_tries_get_exactly_the_allowed_password_checks(db, site):
     import threading
 
     from local_alx_report_api import settings as plugin_settings
-    from local_alx_report_api.controlcenter import signin
+    from local_alx_report_api.classes import signin
     from moodle_core import engines
     from moodle_core.moodle import Moodle
 

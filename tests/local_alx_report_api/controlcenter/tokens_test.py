@@ -9,7 +9,6 @@ import re
 
 import pytest
 
-from local_alx_report_api.classes import sequence
 from local_alx_report_api.controlcenter.tokens import COPY_NOW, ONE_CLIENT
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.admin import PREFIX, admin_app, sign_in, submit
@@ -17,6 +16,7 @@ from tests.sites import NOW, api_token, new_site, worked_examples
 from tests.tasks import task_env
 from tests.webapp import progress
 from webservice.auth import invalid_ip_entries
+from webservice.call import token_hash
 
 TOKEN = "a" * 32  # the fixture's token of user `api` (company 5, acme)
 FUNCTION = "local_alx_report_api_get_course_progress"
@@ -57,7 +57,7 @@ def token_rows(db):
 
 def api_rows(db, token):
     return db.rows("SELECT companyid, last_sync_status FROM {t:local_alx_api_sync_status} WHERE kind = 'api' AND "
-                   "token_hash = ?", (sequence.token_hash(token),))
+                   "token_hash = ?", (token_hash(token),))
 
 
 def elements(resp) -> list[dict]:

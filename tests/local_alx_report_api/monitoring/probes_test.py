@@ -5,7 +5,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from local_alx_report_api.classes import health
-from local_alx_report_api.task import definitions
+from local_alx_report_api.db.tasks import definitions
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from moodle_core import engines
 from moodle_core.moodle import Moodle
@@ -46,6 +46,32 @@ def test_metrics_exposition_and_access(db):
     locked = make_app(db, NOW, metrics__token="s3cret")
     assert locked.get("/metrics", expect_errors=True).status_int == 401
     assert locked.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_int == 200
+
+
+def samples(text: str, family: str) -> dict[str, float]:
+    """The samples of one family in an exposition: {labels: value}."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith(family + "{") or line.startswith(family + " "):
+            labels, value = line[len(family):].rsplit(" ", 1)
+            out[labels] = float(value)
+    return out
+
+
+def test_live_fallback_counter_is_scraped_before_any_fallback(db):
+    """monitoring.md 4: alx_report_api_live_fallback_total{reason} with `never_filled` and `error`
+    is in every scrape (0 until a page is served from live data), then counts each such page."""
+    b = new_site(db)
+    worked_examples(b)
+    token = api_token(b, 5)  # company 5 is never synced: its pages are served live
+    app = make_app(db, NOW)
+    text = app.get("/metrics").text
+    assert "# TYPE alx_report_api_live_fallback_total counter" in text
+    before = samples(text, "alx_report_api_live_fallback_total")
+    assert set(before) == {'{reason="never_filled"}', '{reason="error"}'}
+    assert progress(app, token, limit=2).status_int == 200
+    after = samples(app.get("/metrics").text, "alx_report_api_live_fallback_total")
+    assert after == {**before, '{reason="never_filled"}': before['{reason="never_filled"}'] + 1}
 
 
 def test_health_checks_and_score(db):

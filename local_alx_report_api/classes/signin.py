@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 import bcrypt
 from passlib.hash import sha512_crypt
 
-from local_alx_report_api.classes import alerts
-from local_alx_report_api.controlcenter import session
+from local_alx_report_api.classes import alerts, session
 from moodle_core.engines import Engine
 from moodle_core.moodle import Moodle
 
