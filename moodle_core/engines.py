@@ -157,6 +157,15 @@ class Engine:
     def rows(self, text: str, params=()) -> list[tuple]:
         return list(self.execute(text, params).fetchall())
 
+    def rows_in(self, text: str, values, params=(), chunk: int = 500) -> list[tuple]:
+        """`rows` of a query with one `IN ({in})` list, run in chunks of `chunk` values (SQLite
+        takes at most 32,766 parameters); `params` follow the list's values."""
+        values, out = list(values), []
+        for start in range(0, len(values), chunk):
+            part = values[start:start + chunk]
+            out += self.rows(text.replace("{in}", ", ".join("?" * len(part))), (*part, *params))
+        return out
+
     def scalar(self, text: str, params=()):
         row = self.execute(text, params).fetchone()
         return row[0] if row else None
@@ -492,8 +501,10 @@ class PostgresEngine(Engine):
         try:
             if timeout <= 0:
                 got = side.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
-            else:  # the server waits; lock_timeout ends the wait with 55P03
+            else:  # the server waits; lock_timeout ends the wait with 55P03 (and no statement_timeout
+                # of the user's cuts it short: a wait that ends is busy, never a failure)
                 side.execute_sql(f"SET lock_timeout = '{max(1, int(timeout * 1000))}ms'")
+                side.execute_sql("SET statement_timeout = 0")
                 try:
                     got = side.execute_sql("SELECT pg_advisory_lock(%s)", (key,)).fetchone() is not None
                 except peewee.OperationalError as exc:
@@ -568,7 +579,9 @@ class MariaEngine(Engine):
 
     def _acquire(self, name, timeout):
         side = self._side_connection()
-        try:  # the server waits up to the timeout (fractions of a second allowed)
+        try:  # the server waits up to the timeout (fractions of a second allowed), uncut by max_statement_time
+            if timeout > 0:
+                side.execute_sql("SET SESSION max_statement_time = 0")
             got = side.execute_sql("SELECT GET_LOCK(%s, %s)", (self._lock_name(name), max(0.0, timeout))).fetchone()[0]
         except BaseException:
             side.close()
@@ -663,6 +676,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
         except Exception as exc:  # driver errors vary; the first line says enough
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"Cannot connect to the database {engine.describe()}: {first}") from exc
+    if check or iomad_schema != "auto":  # detection needs the connection; a named schema does not
         engine.name_tables(iomad_schema)
     return engine
 

@@ -117,9 +117,8 @@ class Moodle:
         if not ids:
             return {}
         found: dict[int, Company] = {}
-        for userid, *company in self.engine.rows(
+        for userid, *company in sorted(self.engine.rows_in(
                 "SELECT cu.userid, c.id, c.shortname, c.name FROM {t:company_users} cu JOIN {t:company} c "
-                f"ON c.id = cu.companyid WHERE cu.userid IN ({', '.join('?' * len(ids))}) ORDER BY cu.userid, c.id",
-                ids):
+                "ON c.id = cu.companyid WHERE cu.userid IN ({in})", ids)):
             found.setdefault(int(userid), Company(*company))
         return found

@@ -64,6 +64,18 @@ class TaskState:
         return int(self.data.get("faildelay", 0))
 
 
+def _data(raw) -> dict:
+    """A task row's `state_data`; a damaged one reads as empty (the task is then due, as new)."""
+    try:
+        data = json.loads(raw or "{}")
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        log.warning("damaged task state ignored: %.200r", raw)
+        return {}
+    return data
+
+
 class TaskManager:
     def __init__(self, engine: Engine, tasks: list[TaskDef], timezone: str, *, clock: Callable[[], int] = lambda: int(time.time()),
                  output: Callable[[str], None] = print, context: Callable[[TaskManager], object] = lambda m: m,
@@ -85,7 +97,7 @@ class TaskManager:
     def states(self) -> dict[str, TaskState]:
         """Every declared task's stored state by short name (a default state where none is
         stored yet), in one query."""
-        stored = {h: TaskState(int(last), status, error, int(failures), json.loads(data or "{}"))
+        stored = {h: TaskState(int(last or 0), status or "never", error, int(failures or 0), _data(data))
                   for h, last, status, error, failures, data in self.engine.rows(
                       "SELECT token_hash, last_sync_timestamp, last_sync_status, last_sync_error, consecutive_failures, "
                       "state_data FROM {t:local_alx_api_sync_status} WHERE companyid = 0 AND kind = 'task'")}

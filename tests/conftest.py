@@ -93,6 +93,19 @@ class SchemaPool:
                                 "ORDER BY 1, 2, 3", (like,))
         return tuple(tuple(str(v).replace(engine.prefix, "P_") for v in row) for row in rows)
 
+    @staticmethod
+    def in_use(engine: engines.Engine) -> bool:
+        """Another session still runs a statement on the prefix (a test left a thread or process
+        behind): such a schema is dropped, so that leftover fails instead of writing into the
+        next test's data."""
+        like = "%" + engine.prefix.replace("_", "\\_") + "%"
+        if engine.kind == "postgresql":
+            sql = ("SELECT COUNT(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+                   "datname = current_database() AND state <> 'idle' AND query LIKE ?")
+        else:
+            sql = "SELECT COUNT(*) FROM information_schema.processlist WHERE id <> CONNECTION_ID() AND info LIKE ?"
+        return int(engine.scalar(sql, (like,))) > 0
+
     def take(self, engine: engines.Engine) -> bool:
         """Point a fresh engine (no tables yet) at a pooled schema; False when there is none."""
         free = self.free.get(engine.kind)
@@ -110,7 +123,8 @@ class SchemaPool:
         """After a test: empty a standard schema into the pool, drop anything else."""
         if engine.kind not in self.free or not any(t.startswith(engine.prefix) for t in engine.tables()):
             return
-        if self.standard.get(engine.kind) != self.shape(engine):
+        if (self.standard.get(engine.kind) != self.shape(engine) or len(self.free[engine.kind]) >= 8
+                or self.in_use(engine)):
             drop_prefixed(engine)
             return
         tables = sorted(t for t in engine.tables() if t.startswith(engine.prefix))

@@ -92,6 +92,8 @@ def create_app(settings: Settings, *, engine: Engine | None = None, clock: Calla
     if engine is None:
         engine = engines.connect(settings.database.url, settings.database.prefix,
                                  iomad_schema=settings.database.iomad_schema)
+    else:  # an engine made before the site's tables were (tests) names them now
+        engine.name_tables(settings.database.iomad_schema)
     engine.slow_query_ms = settings.local_alx_report_api.slow_query_ms
     engine.retry_attempts, engine.retry_base_delay = settings.database.retry_attempts, settings.database.retry_base_delay
     moodle = Moodle(engine)

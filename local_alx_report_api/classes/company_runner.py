@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from moodle_core.engines import QUERY_COMPANY, Engine, LockBusy, first_line
+from moodle_core.engines import QUERY_COMPANY, Engine, LockBusy
 from moodle_core.moodle import Company
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,9 @@ class Outcome:
     company: Company
     status: str
     result: dict | None = None  # what the work returned (done or stopped)
-    error: str | None = None  # busy or failed: why
+    error: str | None = None  # busy or failed: why (`Type: message` of a failure)
     seconds: float = 0.0
+    exception: Exception | None = None  # what failed
 
     @property
     def label(self) -> str:
@@ -49,8 +50,8 @@ def run(engine: Engine, company: Company, work: Callable[[], tuple[bool, dict]],
         return Outcome(company, "busy", error=BUSY, seconds=time.monotonic() - began)
     except Exception as exc:  # one company's failure never stops the others
         log.exception("%s of company %s failed", what, company.id)
-        return Outcome(company, "failed", error=f"{type(exc).__name__}: {first_line(exc)}",
-                       seconds=time.monotonic() - began)
+        return Outcome(company, "failed", error=f"{type(exc).__name__}: {exc}", seconds=time.monotonic() - began,
+                       exception=exc)
     finally:
         QUERY_COMPANY.reset(named)
     return Outcome(company, "done" if complete else "stopped", result, seconds=time.monotonic() - began)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from local_alx_report_api.classes import company_runner, company_state
 from local_alx_report_api.classes.progress import Scope, count_scope_union
 from local_alx_report_api.classes.reporting import INF, Batch, Counts, full_sync, purge_cache
-from moodle_core.engines import Engine
+from moodle_core.engines import Engine, first_line
 from moodle_core.moodle import Company
 
 
@@ -75,9 +75,10 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
 
         outcome = company_runner.run(engine, company, work, what="populate", lock_wait=lock_wait)
         if outcome.error:
-            state.errors.append({"companyid": company.id, "message": outcome.error})
-            say("error", f"{outcome.label}: {outcome.error}; skipped" if outcome.status == "busy" else
-                f"{outcome.label}: failed: {outcome.error}")
+            message = first_line(outcome.exception) if outcome.exception else outcome.error
+            state.errors.append({"companyid": company.id, "message": message})
+            say("error", f"{outcome.label}: {message}; skipped" if outcome.status == "busy" else
+                f"{outcome.label}: failed: {message}")
         if outcome.status != "stopped":  # stopped after a committed batch: the company is not done
             state.companies_done += 1
             state.current = None

@@ -58,9 +58,9 @@ def counted_by_user(engine, userids, start: int, end: int) -> dict[int, int]:
     ids = sorted({int(u) for u in userids})
     if not ids:
         return {}
-    return {int(u): int(n) for u, n in engine.rows(
-        f"SELECT userid, COUNT(*) FROM {{t:local_alx_api_logs}} WHERE userid IN ({', '.join('?' * len(ids))}) "
-        "AND timeaccessed >= ? AND timeaccessed < ? AND counted = 1 GROUP BY userid", (*ids, start, end))}
+    return {int(u): int(n) for u, n in engine.rows_in(
+        "SELECT userid, COUNT(*) FROM {t:local_alx_api_logs} WHERE userid IN ({in}) AND timeaccessed >= ? "
+        "AND timeaccessed < ? AND counted = 1 GROUP BY userid", ids, (start, end))}
 
 
 def rejected_today(engine, userid: int, start: int, end: int) -> int:

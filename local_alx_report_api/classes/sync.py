@@ -175,7 +175,7 @@ def sync_company(env, company, *, out_of_time: Callable[[], bool], lock_wait: fl
     elif outcome.status == "failed":
         failures = company_state.failed(env.engine, company.id, env.clock(), outcome.error)
         inline_alerts.sync_result(env.engine, env.settings, env.clock(), company, failures, outcome.error)
-        env.say(f"{outcome.label} failed ({failures} in a row): {outcome.error}")
+        env.say(f"{outcome.label} failed ({failures} in a row): {outcome.exception}")
     else:
         run = outcome.result
         if outcome.status == "done":
