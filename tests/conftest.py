@@ -1,8 +1,9 @@
 """Test fixtures: real databases over real connections.
 
-`db` runs a test on SQLite, PostgreSQL and MariaDB. Each test gets its own table prefix in the
-shared test database (so nothing leaks between tests); afterwards its tables are dropped, or emptied
-and reused by a later test when they are exactly what `new_site` makes (SchemaPool).
+`db` runs a test on SQLite, PostgreSQL and MariaDB. Each run works in a database of its own on each
+server (`alx_test_<pid>`, dropped at the end) and each test in a table prefix of its own; afterwards
+its tables are dropped, or emptied and reused by a later test when they are exactly what `new_site`
+makes (SchemaPool).
 With CI=true an unreachable server fails the run; elsewhere the test is skipped, saying why."""
 
 from __future__ import annotations
@@ -36,25 +37,60 @@ def unavailable(reason: str):
     pytest.skip(reason)
 
 
+SESSION_URLS: dict[str, str] = {}  # this run's own database on each server (see _ensure_database)
+
+
+def _admin_url(kind: str) -> str:
+    return SERVER_URLS[kind].rsplit("/", 1)[0] + ("/postgres" if kind == "postgresql" else "/mysql")
+
+
 def _ensure_database(kind: str) -> str | None:
-    """Create the shared test database if needed; returns a reason when the server is unreachable."""
+    """Create this run's own database on the server, `<name>_<pid>` beside the configured one
+    (`alx_test`), and drop those of runs that are gone: runs at the same time never meet, and
+    the catalog rows of every table a run made and dropped go with its database (PostgreSQL
+    without autovacuum otherwise slows down run after run). Returns a reason when the server is
+    unreachable."""
     if kind in _status:
         return _status[kind]
-    url = SERVER_URLS[kind]
-    name = url.rsplit("/", 1)[1]
-    admin_url = url.rsplit("/", 1)[0] + ("/postgres" if kind == "postgresql" else "/mysql")
+    name = SERVER_URLS[kind].rsplit("/", 1)[1]
+    mine = f"{name}_{os.getpid()}"
     try:
-        admin = engines.connect(admin_url, "")
+        admin = engines.connect(_admin_url(kind), "")
+        listed = ("SELECT datname FROM pg_database" if kind == "postgresql" else
+                  "SELECT schema_name FROM information_schema.schemata")
+        for (other,) in admin.rows(listed):
+            pid = other[len(name) + 1:]
+            if other.startswith(name + "_") and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                _drop_database(admin, kind, other)
+        _drop_database(admin, kind, mine)
         if kind == "postgresql":
-            if not admin.scalar("SELECT 1 FROM pg_database WHERE datname = ?", (name,)):
-                admin.db.execute_sql(f'CREATE DATABASE "{name}"')
+            admin.db.execute_sql(f'CREATE DATABASE "{mine}"')
         else:
-            admin.db.execute_sql(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+            admin.db.execute_sql(f"CREATE DATABASE `{mine}` CHARACTER SET utf8mb4")
         admin.db.close()
+        SESSION_URLS[kind] = SERVER_URLS[kind].rsplit("/", 1)[0] + "/" + mine
         _status[kind] = None
     except ConfigError as exc:
         _status[kind] = f"{kind} server unreachable: {exc}"
     return _status[kind]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drop_database(admin: engines.Engine, kind: str, name: str) -> None:
+    if kind == "postgresql":
+        admin.db.execute_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    else:  # a connection a test left open could hold a table's metadata lock: wait 10 s at most
+        admin.db.execute_sql("SET SESSION lock_wait_timeout = 10")
+        admin.db.execute_sql(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 def drop_prefixed(engine: engines.Engine) -> None:
@@ -128,28 +164,20 @@ class SchemaPool:
             drop_prefixed(engine)
             return
         tables = sorted(t for t in engine.tables() if t.startswith(engine.prefix))
+        filled = [t for (t,) in engine.rows(" UNION ALL ".join(  # one round trip: which tables hold rows
+            f"SELECT '{t}' FROM (SELECT 1 AS x) one WHERE EXISTS (SELECT 1 FROM {engine.quote(t)})" for t in tables))]
         if engine.kind == "postgresql":
             with engine.db.atomic():
-                for table in tables:
+                for table in filled:
                     engine.db.execute_sql(f"DELETE FROM {engine.quote(table)}")
-                for (sequence,) in engine.rows("SELECT sequence_name FROM information_schema.sequences WHERE "
-                                               "sequence_schema = current_schema() AND sequence_name LIKE ?",
+                for (sequence,) in engine.rows("SELECT sequencename FROM pg_sequences WHERE schemaname = "
+                                               "current_schema() AND sequencename LIKE ? AND last_value IS NOT NULL",
                                                (engine.prefix.replace("_", "\\_") + "%",)):
                     engine.db.execute_sql(f"ALTER SEQUENCE {engine.quote(sequence)} RESTART")
         else:
-            for table in tables:
+            for table in filled:  # TRUNCATE also sets AUTO_INCREMENT back to 1
                 engine.db.execute_sql(f"TRUNCATE TABLE {engine.quote(table)}")
         self.free[engine.kind].append(engine.prefix)
-
-    def drop_all(self) -> None:
-        for kind, prefixes in self.free.items():
-            if prefixes and _status.get(kind) is None:
-                for prefix in prefixes:
-                    engine = engines.connect(SERVER_URLS[kind], prefix)
-                    drop_prefixed(engine)
-                    engine.db.close()
-            prefixes.clear()
-
 
 SCHEMAS = SchemaPool()
 
@@ -161,7 +189,7 @@ def make_engine(kind: str, tmp_path: Path) -> engines.Engine:
     reason = _ensure_database(kind)
     if reason:
         unavailable(reason)
-    return engines.connect(SERVER_URLS[kind], prefix)
+    return engines.connect(SESSION_URLS[kind], prefix)
 
 
 def engine_url(engine: engines.Engine) -> str:
@@ -228,7 +256,13 @@ def refsite(refsite_url):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    SCHEMAS.drop_all()
+    for kind in SESSION_URLS:  # this run's databases, with every table left in them
+        try:
+            admin = engines.connect(_admin_url(kind), "")
+            _drop_database(admin, kind, SESSION_URLS[kind].rsplit("/", 1)[1])
+            admin.db.close()
+        except Exception as exc:  # the next run drops it (its process is gone by then)
+            print(f"\n{kind}: this run's database was left for the next run to drop: {exc}")
 
 
 def pytest_configure(config):
