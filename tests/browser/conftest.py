@@ -115,4 +115,5 @@ def sign_in(page, demo, username: str = "admin", password: str | None = None) ->
     page.goto(demo.url("/local/alx_report_api/login"))
     page.fill("#username", username)
     page.fill("#password", demo.password if password is None else password)
-    page.click("button[type=submit]")
+    with page.expect_navigation():  # the answer page has loaded before anyone reads it
+        page.click("button[type=submit]")
