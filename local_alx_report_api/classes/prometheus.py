@@ -7,6 +7,7 @@ the work."""
 
 from __future__ import annotations
 
+import glob
 import ipaddress
 import json
 import logging
@@ -161,6 +162,15 @@ class DatabaseCollector:
         return out
 
 
+class _WorkerFiles(MultiProcessCollector):
+    """The workers' counters, without the file of a worker that is starting: it exists a moment
+    before its header is written, and reading it then fails the whole scrape (its values are 0)."""
+
+    def collect(self):
+        files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if os.path.getsize(f) >= 8]
+        return self.merge(files, accumulate=True)
+
+
 class Metrics:
     """GET /metrics, with the access rules of monitoring.md 4."""
 
@@ -178,7 +188,7 @@ class Metrics:
             return
         registry = CollectorRegistry()
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-            MultiProcessCollector(registry)
+            _WorkerFiles(registry)
         else:
             from prometheus_client import REGISTRY
             registry = REGISTRY

@@ -31,6 +31,19 @@ RESERVED = ("wstoken", "wsfunction", "moodlewsrestformat", "moodlewssettingraw",
             "moodlewssettingfilter", "moodlewssettinglang", "moodlewssettingtimezone")
 ENDPOINT = "/webservice/rest/server.php"
 MAX_BODY = 8 * 1024 * 1024
+DROP_AT_MOST = 16 * 1024 * 1024  # nginx (deploy/) passes bodies up to 16 MiB
+
+
+def _drop(stream) -> None:
+    """Read and throw away a body that is not used, up to DROP_AT_MOST: closing a socket with
+    unread data resets it, and the reset can overtake the answer (a client, or nginx with a 502,
+    then never sees it). PHP reads such a body too."""
+    left = DROP_AT_MOST
+    while left > 0:
+        chunk = stream.read(min(65536, left))
+        if not chunk:
+            return
+        left -= len(chunk)
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 _JSON_FORMAT = re.compile(r"(?:^|&)moodlewsrestformat=json(?:&|$)")
 _BEARER = re.compile(r"^\s*bearer\s+(\S.*?)\s*$", re.IGNORECASE)
@@ -85,10 +98,12 @@ class RestServer:
     def _body_pairs(self, req, max_vars: int) -> list[tuple[str, str]]:
         kind = (req.content_type or "").split(";")[0].strip().lower()
         if (req.content_length or 0) > MAX_BODY or kind not in FORMS:
+            _drop(req.bounded_stream if req.content_length is not None else req.stream)
             return []
         if req.content_length is None:  # a chunked body: read to its end, at most MAX_BODY
             raw = req.stream.read(MAX_BODY + 1)
             if len(raw) > MAX_BODY:
+                _drop(req.stream)
                 return []
             req.stream = req.env["wsgi.input"] = io.BytesIO(raw)
             req.env["CONTENT_LENGTH"] = str(len(raw))
