@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from moodle_core.cron import NEVER, Schedule
 from moodle_core.engines import Engine, LockBusy
+from moodle_core.stored import json_object
 
 log = logging.getLogger("alx_report_api.cron")
 MAX_FAIL_DELAY = 86400
@@ -64,18 +65,6 @@ class TaskState:
         return int(self.data.get("faildelay", 0))
 
 
-def _data(raw) -> dict:
-    """A task row's `state_data`; a damaged one reads as empty (the task is then due, as new)."""
-    try:
-        data = json.loads(raw or "{}")
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
-        log.warning("damaged task state ignored: %.200r", raw)
-        return {}
-    return data
-
-
 class TaskManager:
     def __init__(self, engine: Engine, tasks: list[TaskDef], timezone: str, *, clock: Callable[[], int] = lambda: int(time.time()),
                  output: Callable[[str], None] = print, context: Callable[[TaskManager], object] = lambda m: m,
@@ -94,14 +83,15 @@ class TaskManager:
             return None
         return TaskState(int(row[0]), row[1], row[2], int(row[3]), json.loads(row[4] or "{}"))
 
-    def states(self) -> dict[str, TaskState]:
-        """Every declared task's stored state by short name (a default state where none is
-        stored yet), in one query."""
-        stored = {h: TaskState(int(last or 0), status or "never", error, int(failures or 0), _data(data))
+    def states(self) -> dict[str, TaskState | None]:
+        """`state` of every declared task by short name (None where none is stored yet), in one
+        query, for lists that must not fail on one damaged row (it reads as empty data)."""
+        stored = {h: TaskState(int(last or 0), status or "never", error, int(failures or 0),
+                               json_object(data, "task state"))
                   for h, last, status, error, failures, data in self.engine.rows(
                       "SELECT token_hash, last_sync_timestamp, last_sync_status, last_sync_error, consecutive_failures, "
                       "state_data FROM {t:local_alx_api_sync_status} WHERE companyid = 0 AND kind = 'task'")}
-        return {task.name: stored.get(task.hash, TaskState()) for task in self.tasks}
+        return {task.name: stored.get(task.hash) for task in self.tasks}
 
     def _save(self, task: TaskDef, state: TaskState, now: int) -> None:
         values = (state.lastrun, state.status, state.error, state.consecutive_failures,

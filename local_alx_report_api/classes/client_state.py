@@ -5,14 +5,13 @@ in columns, the open pulls in `state_data` (classes/pulls.py decides what they m
 from __future__ import annotations
 
 import json
-import logging
 
 import peewee
 
 from moodle_core.engines import Engine
+from moodle_core.stored import json_object
 from webservice.call import token_hash
 
-log = logging.getLogger(__name__)
 _ROW = "{t:local_alx_api_sync_status}"
 _LOCKED = ("id", "change_seq", "last_sync_timestamp", "last_sync_status", "total_syncs", "consecutive_failures",
            "state_data")
@@ -24,14 +23,7 @@ _LISTED = ("id", "token_hash", "companyid", "userid", "change_seq", "last_sync_t
 def load_data(raw) -> dict:
     """A row's `state_data`: {} when it is missing or damaged (its pulls are then gone; the
     watermark, a column of its own, is kept)."""
-    try:
-        data = json.loads(raw or "{}")
-    except (TypeError, ValueError):
-        data = None
-    if not isinstance(data, dict):
-        log.warning("damaged state_data of a client state ignored: %.200r", raw)
-        return {}
-    return data
+    return json_object(raw, "state_data of a client state")
 
 
 def ensure(engine: Engine, companyid: int, thash: str, userid: int, now: int) -> None:

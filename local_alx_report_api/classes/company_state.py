@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 
 import peewee
 
 from moodle_core.engines import Engine
+from moodle_core.stored import json_object
 
-log = logging.getLogger(__name__)
 _ROW = "{t:local_alx_api_sync_status}"
 _COLUMNS = ("companyid", "last_sync_timestamp", "last_sync_status", "last_sync_error", "consecutive_failures",
-            "total_syncs", "change_seq", "state_data")
+            "total_syncs", "change_seq")
 
 
 def _hash(companyid: int) -> str:
@@ -101,29 +100,19 @@ def forget(engine: Engine, companyid: int) -> int:
 
 
 # -- every company at once (pages, health, metrics) ---------------------------------------------
-def _listed_state(raw, companyid) -> dict:
-    """A damaged state does not hide the other companies from a list (its own sync run fails on
-    it and says so)."""
-    try:
-        state = json.loads(raw or "{}")
-    except ValueError:
-        state = None
-    if not isinstance(state, dict):
-        log.warning("damaged sync state of company %s: %.200r", companyid, raw)
-        return {}
-    return state
-
-
-def rows(engine: Engine, companyid: int | None = None) -> dict[int, dict]:
-    """Each company's row, `state_data` decoded as `state`, and `result`: the last run's outcome,
-    "never" until a run completed or failed (the row exists from the first counter use)."""
-    sql, params = f"SELECT {', '.join(_COLUMNS)} FROM {_ROW} WHERE kind = 'cron'", ()
+def rows(engine: Engine, companyid: int | None = None, *, with_state: bool = False) -> dict[int, dict]:
+    """Each company's row with `result`: the last run's outcome, "never" until a run completed or
+    failed (the row exists from the first counter use); `with_state` adds `state_data` decoded as
+    `state` (for pages: a damaged one reads as {}, its own sync run fails on it and says so)."""
+    columns = _COLUMNS + (("state_data",) if with_state else ())
+    sql, params = f"SELECT {', '.join(columns)} FROM {_ROW} WHERE kind = 'cron'", ()
     if companyid is not None:
         sql, params = sql + " AND companyid = ?", (companyid,)
     out = {}
     for row in engine.rows(sql, params):
-        item = dict(zip(_COLUMNS, row, strict=True))
-        item["state"] = _listed_state(item.pop("state_data"), item["companyid"])
+        item = dict(zip(columns, row, strict=True))
+        if with_state:
+            item["state"] = json_object(item.pop("state_data"), f"sync state of company {item['companyid']}")
         item["result"] = ("never" if not int(item["total_syncs"] or 0) and item["last_sync_status"] != "failed"
                           else item["last_sync_status"])
         out[int(item["companyid"])] = item

@@ -113,9 +113,9 @@ def cron(engine: Engine, now: int, tasks: list[TaskDef]) -> Check:
     disabled = {t.name for t in tasks if t.disabled}
 
     def last(name: str) -> int:
-        return states[name].lastrun if name in states else 0
+        return states[name].lastrun if states.get(name) else 0
 
-    newest = max((state.lastrun for state in states.values()), default=0)
+    newest = max((state.lastrun for state in states.values() if state), default=0)
     if now - newest >= 3600:
         return Check("cron", ERROR, "No scheduled task has run for 60 minutes or more: is the cron runner running?")
     late = [name for name, limit in (("check_alerts_task", 35 * 60), ("sync_reporting_data_task", 2 * 3600))

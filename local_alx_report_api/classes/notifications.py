@@ -30,6 +30,16 @@ class Outbox:
     say: Callable[[str], None] = lambda _: None
 
 
+def _record(engine: Engine, alert: dict, notified: int, *, results: bool = True) -> None:
+    """The alert's delivery state: `notified`, with each channel's result in `alert_data` unless
+    nothing was sent."""
+    if not results:
+        engine.execute("UPDATE {t:local_alx_api_alerts} SET notified = ? WHERE id = ?", (notified, alert["id"]))
+        return
+    engine.execute("UPDATE {t:local_alx_api_alerts} SET alert_data = ?, notified = ? WHERE id = ?",
+                   (json.dumps(alert["data"], separators=(",", ":"), default=str), notified, alert["id"]))
+
+
 def load(engine, alert_id: int) -> dict:
     row = engine.execute(f"SELECT {', '.join(_COLUMNS)} FROM {{t:local_alx_api_alerts}} WHERE id = ?",
                          (alert_id,)).fetchone()
@@ -101,15 +111,13 @@ def deliver_pending(outbox: Outbox) -> dict:
         alert = load(engine, alert_id)
         wanted = channels(outbox.settings, alert)
         if not wanted:
-            engine.execute("UPDATE {t:local_alx_api_alerts} SET notified = ? WHERE id = ?", (NOT_REQUIRED, alert_id))
+            _record(engine, alert, NOT_REQUIRED, results=False)
             summary["not_required"] += 1
             continue
-        results = deliver(outbox, alert, wanted)
-        alert["data"]["notifications"] = results
+        results = alert["data"]["notifications"] = deliver(outbox, alert, wanted)
         failed = [c for c in wanted if results[c]["status"] != "sent"]
         notified = SENT if not failed else FAILED if any(results[c]["runs"] >= MAX_RUNS for c in failed) else PENDING
-        engine.execute("UPDATE {t:local_alx_api_alerts} SET alert_data = ?, notified = ? WHERE id = ?",
-                       (json.dumps(alert["data"], separators=(",", ":"), default=str), notified, alert_id))
+        _record(engine, alert, notified)
         key = {SENT: "sent", FAILED: "failed", PENDING: "retry"}[notified]
         summary[key] += 1
     outbox.say(f"Notifications: {summary['sent']} sent, {summary['retry']} to retry, {summary['failed']} failed, "
@@ -151,12 +159,9 @@ def send_test_alert(engine: Engine, moodle, settings, now: int, *, by: int = 0) 
     wanted = channels(settings, alert, test=True)
     off = unused(settings)
     if not wanted:
-        engine.execute("UPDATE {t:local_alx_api_alerts} SET notified = ? WHERE id = ?", (NOT_REQUIRED, alert_id))
+        _record(engine, alert, NOT_REQUIRED, results=False)
         return AlertTestResult(alert_id, {}, off)
-    results = deliver(outbox, alert, wanted)
-    alert["data"]["notifications"] = results
+    results = alert["data"]["notifications"] = deliver(outbox, alert, wanted)
     outcome = AlertTestResult(alert_id, results, off)
-    engine.execute("UPDATE {t:local_alx_api_alerts} SET alert_data = ?, notified = ? WHERE id = ?",
-                   (json.dumps(alert["data"], separators=(",", ":"), default=str), SENT if outcome.ok else FAILED,
-                    alert_id))
+    _record(engine, alert, SENT if outcome.ok else FAILED)
     return outcome

@@ -127,7 +127,7 @@ class DatabaseCollector:
                     for key in ("last_run_timestamp_seconds", "next_run_timestamp_seconds", "fail_delay_seconds",
                                 "consecutive_failures")}
         for name, task in TaskManager(engine, definitions(site.settings), "UTC").states().items():
-            if task.status == "never" and not task.data:
+            if task is None:
                 continue  # no stored state yet
             families["last_run_timestamp_seconds"].add_metric([name], float(task.lastrun))
             families["next_run_timestamp_seconds"].add_metric([name], float(task.nextrun))

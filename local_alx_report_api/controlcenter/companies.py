@@ -201,7 +201,7 @@ def company_view(ctx: Ctx, company: Company, *, values: dict | None = None, erro
     states = client_states(ctx, company, cs)
     counts = row_counts(engine, company.id).get(company.id, {"active": 0, "deleted": 0})
     values = values or form_values(cs, courses)
-    cron = company_state.rows(engine, company.id).get(company.id)
+    cron = company_state.rows(engine, company.id, with_state=True).get(company.id)
     state = cron["state"] if cron else {}
     ctx.render("company.html", title=f"{company.name} ({company.shortname})", company=company, counts=counts,
                ready=pulls.has_rows(engine, company.id), cron=cron, last_run=state.get("last_run"),

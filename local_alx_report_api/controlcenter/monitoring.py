@@ -98,7 +98,7 @@ def _company_row(companyid, name, shortname, m, last, errors, *, limit, mode) ->
 
 def sync_rows(ctx: Ctx) -> list[dict]:
     """Each company's sync state from its `cron` row (tasks.md 5.6)."""
-    crons = company_state.rows(ctx.engine)
+    crons = company_state.rows(ctx.engine, with_state=True)
     rows = []
     for company in ctx.cc.moodle.companies():
         cron = crons.get(company.id, {})

@@ -23,7 +23,9 @@ UPLOAD_MAX_FILESIZE = 2 * 1024 * 1024
 POST_MAX_SIZE = 8 * 1024 * 1024
 KEY_SCRIPT = "core_files"  # get_user_key('core_files', $USER->id): the key for tokenpluginfile.php
 _KEY_CHARS = string.ascii_uppercase + string.ascii_lowercase + string.digits  # random_string()
-_NUMERIC = re.compile(r"[ \t\n\r\v\f]*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?[ \t\n\r\v\f]*")
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"  # a number as PHP reads one in a string
+_LEADING = re.compile(rf"[ \t\n\r\v\f]*({_NUMBER})")
+_NUMERIC = re.compile(rf"[ \t\n\r\v\f]*{_NUMBER}[ \t\n\r\v\f]*")
 _INT_MIN, _INT_MAX = -(2 ** 63), 2 ** 63 - 1
 
 
@@ -87,7 +89,7 @@ def _int(text) -> int:
 
 def _php_int(text) -> int:
     """PHP's (int) cast of a stored string: its leading number (truncated, within 64 bits), else 0."""
-    m = re.match(r"[ \t\n\r\v\f]*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)", "" if text is None else str(text))
+    m = _LEADING.match("" if text is None else str(text))
     if not m:
         return 0
     number = m.group(1)
