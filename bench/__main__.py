@@ -1,9 +1,11 @@
 """`python -m bench run [--size small|medium|full] [--db postgresql|sqlite|mariadb] [--repeat N]
-[--soak SECONDS] [--url URL] [--rebuild]` and `python -m bench parse`: see BENCHMARKS.md."""
+[--soak SECONDS] [--url URL] [--rebuild]`, `python -m bench parse` and `python -m bench requests
+[--baseline REF]`: see BENCHMARKS.md."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
@@ -40,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="build the fixture again even if it matches")
     p.add_argument("--no-include", action="store_true", help="do not update BENCHMARKS.md")
     sub.add_parser("parse", help="parameter parsing time per pair, 100 to 100,000 pairs, against its floor")
+    p = sub.add_parser("requests", help="the request path before (--baseline) and after, against its floors")
+    p.add_argument("--size", choices=sorted(fixture.SIZES), default="small")
+    p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
+    p.add_argument("--repeat", type=int, default=30, help="requests per latency (default 30)")
+    p.add_argument("--baseline", default="801bf68", help="the code before (a git ref; default: before issue 15)")
+    p.add_argument("--url", help="database URL (default: as for run)")
+    p.add_argument("--no-include", action="store_true", help="do not update BENCHMARKS.md")
     args = parser.parse_args(argv)
     if args.command == "parse":
         from bench import parse
@@ -54,6 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f} s] {text}", flush=True)
 
+    if args.command == "requests":
+        from bench import requests
+
+        results, md = requests.main(args.db, size, url, args.repeat, args.baseline, say)
+        stem = f"{time.strftime('%Y-%m-%d')}-requests-{args.db}-{size.name}"
+        run.RESULTS.mkdir(parents=True, exist_ok=True)
+        (run.RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+        (run.RESULTS / f"{stem}.md").write_text(md)
+        print(md)
+        if not args.no_include:
+            include(run.RESULTS / f"{stem}.md", f"requests-{args.db}", size.name)
+        return 0
     if args.rebuild:
         fixture.recreate(url)
     bench = run.Bench(args.db, size, url, args.repeat or size.repeats, args.soak or size.soak_seconds, say)

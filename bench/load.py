@@ -31,12 +31,13 @@ def free_port() -> int:
 class Server:
     """`alx-report-api serve --workers N` in its own process group."""
 
-    def __init__(self, env: dict, workers: int = 4):
+    def __init__(self, env: dict, workers: int = 4, extra: tuple[str, ...] = ()):
         self.port = free_port()
         self.workers = workers
         self.log = tempfile.NamedTemporaryFile("w+", prefix="bench-serve-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([CLI, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen([CLI, "serve", "--bind", f"127.0.0.1:{self.port}", "--workers", str(workers),
+                                      *extra], env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -90,8 +91,8 @@ class Client:
     def page(self, token: str, limit: int, offset: int) -> tuple[float, bytes]:
         return self.call(token, FUNCTION, limit=limit, offset=offset)
 
-    def call(self, token: str, function: str, **params) -> tuple[float, bytes]:
-        body = urlencode({"wstoken": token, "wsfunction": function, "moodlewsrestformat": "json", **params})
+    def call(self, token: str, function: str, fmt: str = "json", **params) -> tuple[float, bytes]:
+        body = urlencode({"wstoken": token, "wsfunction": function, "moodlewsrestformat": fmt, **params})
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         started = time.perf_counter()
         self.conn.request("POST", PATH, body, headers)

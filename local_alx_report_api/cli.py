@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="serve the web service with gunicorn")
     p.add_argument("--bind", default="127.0.0.1:8000", help="HOST:PORT to listen on")
     p.add_argument("--workers", type=_positive(1, 256, "--workers"), default=2, help="gunicorn worker processes")
+    p.add_argument("--threads", type=_positive(1, 64, "--threads"), default=1,
+                   help="threads per worker (more than 1: gunicorn's gthread workers; see BENCHMARKS.md)")
     p = sub.add_parser("cron", help="run every due scheduled task once (like admin/cli/cron.php)")
     p.add_argument("--keep-alive", nargs="?", type=_positive(1, 10**9, "--keep-alive"), const=0, default=None,
                    metavar="SECONDS", help="keep running a pass every minute (stop after SECONDS if given)")
@@ -258,6 +260,9 @@ def cmd_serve(args) -> int:
             self.cfg.set("child_exit", child_exit)
             self.cfg.set("bind", [args.bind])
             self.cfg.set("workers", args.workers)
+            if args.threads > 1:  # measured against sync workers in bench/requests.py (decision 116)
+                self.cfg.set("worker_class", "gthread")
+                self.cfg.set("threads", args.threads)
             self.cfg.set("accesslog", None)
             # the control center's "Send test alert" waits for both channels (3 tries each)
             self.cfg.set("timeout", max(30, 3 * (settings.mail.timeout_seconds + settings.sms.timeout_seconds) + 10))

@@ -55,7 +55,8 @@ DECLARATIONS = [
         ("alert_error_rate_percent", "float", 5.0, "Error rate alert threshold.", {"min": 0, "max": 100}),
         ("alert_cache_hit_rate_percent", "float", 70.0, "Cache hit rate alert threshold.", {"min": 0, "max": 100}),
         ("db_response_time_threshold", "int", 200, "Database latency threshold, ms.", {"min": 1}),
-        ("config_cache_seconds", "int", 10, "How long Moodle config values are reused.", {"min": 0}),
+        ("config_cache_seconds", "int", 10, "How long a worker reuses Moodle config values, capability answers "
+         "and service definitions (0: read on every request).", {"min": 0}),
         ("slow_query_ms", "int", 1000, "Queries slower than this are logged.", {"min": 1}),
         ("high_api_usage_threshold", "int", 200, "Calls per hour that raise a usage alert.", {"min": 1}),
         ("health_score_threshold", "int", 70, "Health score below which an alert is raised.", {"min": 0, "max": 100}),

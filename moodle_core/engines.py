@@ -189,6 +189,25 @@ class Engine:
             return int(self._run(text + " RETURNING id", [values[c] for c in cols]).fetchone()[0])
         return int(self._run(text, [values[c] for c in cols]).lastrowid)
 
+    def upsert(self, table: str, values: dict, key: tuple[str, ...], updates: dict[str, str]) -> None:
+        """Insert one row, or where a row with the same unique `key` exists, set `updates`
+        (column → SQL expression over `old.<column>`, the stored row, and `new.<column>`, the
+        values given) in the same statement. An expression that reads a stored column must come before
+        the update of that column (MariaDB assigns in order)."""
+        cols = list(values)
+        sets = ", ".join(f"{self.quote(c)} = {self._upsert_expression(expr)}" for c, expr in updates.items())
+        self._run(f"INSERT INTO {self.table(table)}{self._upsert_alias} ({', '.join(self.quote(c) for c in cols)}) "
+                  f"VALUES ({', '.join([self.db.param] * len(cols))}) "
+                  + self._upsert_clause(key, sets), [values[c] for c in cols])
+
+    def _upsert_clause(self, key: tuple[str, ...], sets: str) -> str:
+        return f"ON CONFLICT ({', '.join(self.quote(c) for c in key)}) DO UPDATE SET {sets}"
+
+    _upsert_alias = " AS old"
+
+    def _upsert_expression(self, expr: str) -> str:
+        return re.sub(r"\bnew\.(\w+)", r"excluded.\1", expr)
+
     def insert_rows(self, table: str, columns: list[str], rows: list[tuple], chunk: int = 500) -> None:
         """Multi-row INSERT in chunks: one round trip per chunk on every engine."""
         cols = ", ".join(self.quote(c) for c in columns)
@@ -199,6 +218,7 @@ class Engine:
             self.db.execute_sql(text, [v for row in part for v in row])
 
     insert_returning = False  # INSERT ... RETURNING (PostgreSQL, SQLite 3.35+)
+    update_returning = False  # UPDATE ... RETURNING (PostgreSQL, SQLite 3.35+; not MariaDB)
     insert_select_fill = True  # populate fills an empty company with INSERT ... SELECT batches
 
     def int_div(self, dividend: str, divisor: str) -> str:
@@ -408,7 +428,7 @@ class Engine:
 
 class SqliteEngine(Engine):
     kind = "sqlite"
-    insert_returning = sqlite3.sqlite_version_info >= (3, 35)
+    insert_returning = update_returning = sqlite3.sqlite_version_info >= (3, 35)
     for_update = ""  # the write transaction (BEGIN IMMEDIATE) already excludes other writers
 
     def write_transaction(self):
@@ -459,7 +479,7 @@ class SqliteEngine(Engine):
 
 class PostgresEngine(Engine):
     kind = "postgresql"
-    insert_returning = True
+    insert_returning = update_returning = True
 
     int_types = ((10, "BIGINT"), (5, "INTEGER"), (0, "SMALLINT"))
     char_type, number_type = "VARCHAR({n})", "NUMERIC({n},{d})"
@@ -486,9 +506,9 @@ class PostgresEngine(Engine):
 
     @contextlib.contextmanager
     def locked_transaction(self, name, timeout=10.0):
-        with self.db.atomic():
-            self.execute(f"SET LOCAL lock_timeout = '{int(timeout * 1000)}ms'")
-            self.execute("SELECT pg_advisory_xact_lock(?)", (self._lock_key(name),))
+        with self.db.atomic():  # one round trip: the timeout is set (for this transaction) before the wait
+            self.execute("SELECT set_config('lock_timeout', ?, true), pg_advisory_xact_lock(?)",
+                         (f"{int(timeout * 1000)}ms", self._lock_key(name)))
             yield
 
     def _lock_key(self, name: str) -> int:
@@ -526,6 +546,14 @@ class PostgresEngine(Engine):
 class MariaEngine(Engine):
     kind = "mariadb"
     max_identifier = 64
+
+    def _upsert_clause(self, key, sets):
+        return f"ON DUPLICATE KEY UPDATE {sets}"
+
+    _upsert_alias = ""
+
+    def _upsert_expression(self, expr):
+        return re.sub(r"\bold\.(\w+)", r"\1", re.sub(r"\bnew\.(\w+)", r"VALUES(\1)", expr))
 
     def quote(self, name):
         return f"`{name}`"

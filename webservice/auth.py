@@ -12,18 +12,35 @@ from webservice.errors import DmlMissingRecordException, MoodleException, Webser
 
 
 class ConfigCache:
-    """Moodle `config` values, re-read at most every `seconds` (0 = every request)."""
+    """What a worker reuses between requests because it rarely changes (issue 15): Moodle `config`
+    values, and anything given to `remember` (capability answers, service definitions, role ids),
+    all read again at most every `seconds` (0 = on every request). Never what must be exact: tokens,
+    users, company settings, rate-limit counts and pull state are read by every request."""
 
     def __init__(self, engine: Engine, seconds: int):
         self.engine, self.seconds = engine, seconds
         self._values: dict[str, str | None] = {}
+        self._remembered: dict = {}
         self._read_at = -1e18
 
-    def get(self, name: str) -> str | None:
+    def _fresh(self) -> None:
         if time.monotonic() - self._read_at >= self.seconds or self.seconds == 0:
             self._values = dict(self.engine.rows("SELECT name, value FROM {t:config}"))
+            self._remembered = {}
             self._read_at = time.monotonic()
+
+    def get(self, name: str) -> str | None:
+        self._fresh()
         return self._values.get(name)
+
+    def remember(self, key: tuple, read):
+        """`read()`, or its answer for `key` from an earlier request of this period."""
+        self._fresh()
+        if self.seconds == 0:
+            return read()
+        if key not in self._remembered:
+            self._remembered[key] = read()
+        return self._remembered[key]
 
 
 def webservices_enabled(config: ConfigCache) -> bool:
@@ -141,14 +158,15 @@ _USER_COLUMNS = ("id", "username", "auth", "confirmed", "deleted", "suspended", 
 
 
 def authenticate(engine: Engine, token: str, ip: str, now: int) -> Caller:
-    """Token lookup and checks 1–5 of protocol.md 4.3."""
+    """Token lookup and checks 1–5 of protocol.md 4.3; the token's user comes in the same read."""
     # a NUL never occurs in a stored token, and PostgreSQL refuses it in a parameter
-    row = engine.execute(f"SELECT {', '.join(_TOKEN_COLUMNS)} FROM {{t:external_tokens}} "
-                         "WHERE token = ? AND tokentype = 0 ORDER BY id LIMIT 1",
+    columns = ", ".join([*(f"t.{c}" for c in _TOKEN_COLUMNS), *(f"u.{c}" for c in _USER_COLUMNS)])
+    row = engine.execute(f"SELECT {columns} FROM {{t:external_tokens}} t LEFT JOIN {{t:user}} u ON u.id = t.userid "
+                         "WHERE t.token = ? AND t.tokentype = 0 ORDER BY t.id LIMIT 1",
                          (token,)).fetchone() if token and "\x00" not in token else None
     if row is None:
         raise MoodleException("invalidtoken", "Invalid token - token not found")
-    t = dict(zip(_TOKEN_COLUMNS, row, strict=True))
+    t = dict(zip(_TOKEN_COLUMNS, row[:len(_TOKEN_COLUMNS)], strict=True))
     if t["validuntil"] and t["validuntil"] < now:
         with engine.db.atomic():
             engine.execute("DELETE FROM {t:external_tokens} WHERE token = ? AND tokentype = 0", (t["token"],))
@@ -157,13 +175,12 @@ def authenticate(engine: Engine, token: str, ip: str, now: int) -> Caller:
         raise WebserviceAccessException("Invalid token - token linked to a browser login")
     if t["iprestriction"] and not ip_in_list(ip, t["iprestriction"]):
         raise WebserviceAccessException(f"Invalid service - IP:{ip} is not supported - check this allowed user")
-    urow = engine.execute(f"SELECT {', '.join(_USER_COLUMNS)} FROM {{t:user}} WHERE id = ?", (t["userid"],)).fetchone()
-    if urow is None:
+    user = dict(zip(_USER_COLUMNS, row[len(_TOKEN_COLUMNS):], strict=True))
+    if user["id"] is None:
         raise DmlMissingRecordException("user", "SELECT id,username,deleted,auth,confirmed,suspended FROM {user} "
                                         "WHERE id = ?", [t["userid"]])
     if now >= (t["lastaccess"] or 0) + 60:
         engine.execute("UPDATE {t:external_tokens} SET lastaccess = ? WHERE id = ?", (now, t["id"]))
-    user = dict(zip(_USER_COLUMNS, urow, strict=True))
     return Caller(t["token"], t["id"], t["externalserviceid"], t["contextid"], t["userid"], user["username"], user)
 
 
@@ -179,7 +196,7 @@ def check_user(engine: Engine, config: ConfigCache, caller: Caller, now: int) ->
         raise MoodleException("wsaccessuserunconfirmed", f"Refused web service access for unconfirmed username: {name}")
     if user["suspended"]:
         raise MoodleException("wsaccessusersuspended", f"Refused web service access for suspended username: {name}")
-    if user["auth"] == "manual" and _password_expired(engine, user, now):
+    if user["auth"] == "manual" and _password_expired(engine, config, user, now):
         raise MoodleException("wsaccessuserexpired",
                               f"Refused web service access for password expired username: {name}")
     if user["auth"] == "nologin":
@@ -187,9 +204,10 @@ def check_user(engine: Engine, config: ConfigCache, caller: Caller, now: int) ->
                               f"Refused web service access for nologin authentication username: {name}")
 
 
-def _password_expired(engine: Engine, user: dict, now: int) -> bool:
-    settings = dict(engine.rows("SELECT name, value FROM {t:config_plugins} WHERE plugin = 'auth_manual' "
-                                "AND name IN ('expiration', 'expirationtime')"))
+def _password_expired(engine: Engine, config: ConfigCache, user: dict, now: int) -> bool:
+    settings = config.remember(("auth_manual",), lambda: dict(engine.rows(
+        "SELECT name, value FROM {t:config_plugins} WHERE plugin = 'auth_manual' AND name IN ('expiration', "
+        "'expirationtime')")))
     days = int(settings.get("expirationtime") or 0) if str(settings.get("expirationtime") or "0").isdigit() else 0
     if str(settings.get("expiration")) != "1" or days <= 0:
         return False
@@ -204,9 +222,14 @@ def is_siteadmin(config: ConfigCache, userid: int) -> bool:
 
 
 def has_capability(engine: Engine, config: ConfigCache, userid: int, contextid: int, capability: str) -> bool:
-    """The capability algorithm of protocol.md 4.5."""
+    """The capability algorithm of protocol.md 4.5 (its answer reused for `config.seconds`)."""
     if is_siteadmin(config, userid):
         return True
+    return config.remember(("capability", userid, contextid, capability),
+                           lambda: _role_capability(engine, config, userid, contextid, capability))
+
+
+def _role_capability(engine: Engine, config: ConfigCache, userid: int, contextid: int, capability: str) -> bool:
     path = engine.scalar("SELECT path FROM {t:context} WHERE id = ?", (contextid,)) or f"/{contextid}"
     contexts = [int(c) for c in reversed(path.strip("/").split("/")) if c.isdigit()]
     if not contexts:
@@ -251,14 +274,15 @@ _ACCESS_REASONS = """
 def check_function_access(engine: Engine, config: ConfigCache, caller: Caller, function: str, ip: str,
                           now: int) -> None:
     """Access to the function through the token's service (protocol.md 5, check 3)."""
-    row = engine.execute("SELECT s.enabled, s.restrictedusers, s.requiredcapability FROM {t:external_services} s "
-                         "WHERE s.id = ? AND EXISTS (SELECT 1 FROM {t:external_services_functions} f "
-                         "WHERE f.externalserviceid = s.id AND f.functionname = ?)",
-                         (caller.serviceid, function)).fetchone()
+    row = config.remember(("service", caller.serviceid, function), lambda: engine.execute(
+        "SELECT s.enabled, s.restrictedusers, s.requiredcapability FROM {t:external_services} s WHERE s.id = ? "
+        "AND EXISTS (SELECT 1 FROM {t:external_services_functions} f WHERE f.externalserviceid = s.id "
+        "AND f.functionname = ?)", (caller.serviceid, function)).fetchone())
     allowed = row is not None and int(row[0]) == 1
     if allowed and int(row[1]) == 1:
-        user = engine.execute("SELECT validuntil, iprestriction FROM {t:external_services_users} "
-                              "WHERE externalserviceid = ? AND userid = ?", (caller.serviceid, caller.userid)).fetchone()
+        user = config.remember(("service user", caller.serviceid, caller.userid), lambda: engine.execute(
+            "SELECT validuntil, iprestriction FROM {t:external_services_users} WHERE externalserviceid = ? "
+            "AND userid = ?", (caller.serviceid, caller.userid)).fetchone())
         allowed = user is not None and (user[0] is None or user[0] < now) and (
             not user[1] or ip_in_list(ip, user[1]))
     if allowed and row[2]:

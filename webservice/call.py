@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ from moodle_core.config import Settings
 from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
 from moodle_core.moodle import Moodle
 from webservice.auth import Caller, ConfigCache
+from webservice.external import Encoded
 
 log = logging.getLogger("alx_report_api.requests")
 _WIDTHS = {"company_shortname": 100, "endpoint": 255, "ip_address": 45, "errorcode": 100}  # char columns (install.json)
@@ -84,10 +86,17 @@ class Call:
     headers: dict[str, str] = field(default_factory=dict)
     user_agent: str = ""  # the User-Agent header as received
     pull_id: str | None = None  # X-ALX-Pull-Id: which of the token's pulls a page belongs to
+    format: str = "json"  # moodlewsrestformat: json or xml
+    encoder: Callable[[Any], bytes] | None = None  # the server's cleaning and encoding of this function's returns
 
     @property
     def debug(self) -> bool:
         return bool(self.settings.site.debug)
+
+    def encode(self, result) -> Encoded:
+        """The answer as the server would send it (cleaned, in the request's format), for a
+        function that keeps the bytes (the response cache)."""
+        return Encoded(self.encoder(result), len(result) if isinstance(result, list) else 1)
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 2)

@@ -10,7 +10,7 @@ import peewee
 
 from local_alx_report_api.classes import client_state, company_state
 from local_alx_report_api.classes.reporting import Counts, purge_cache, stored_rows_for, write_batch
-from moodle_core.engines import Engine
+from moodle_core.engines import DATABASE_ERRORS, Engine
 from moodle_core.moodle import Company
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class CompanySettings:
     companyid: int
     values: dict[str, int]
     switched_off: frozenset[int]
+    table: tuple[int, bool] | None = None  # with_table: company_state.current_and_filled, read with them
 
     def get(self, name: str):
         return self.values.get(name, RANGES[name][2])
@@ -41,9 +42,20 @@ class CompanySettings:
         return tuple(f for f in FIELDS if self.get(f"field_{f}") != 0)
 
 
-def load(engine: Engine, companyid: int) -> CompanySettings:
-    return _parsed(companyid, engine.rows("SELECT setting_name, setting_value FROM {t:local_alx_api_settings} "
-                                          "WHERE companyid = ?", (companyid,)))
+def load(engine: Engine, companyid: int, *, with_table: bool = False) -> CompanySettings:
+    """The company's settings; `with_table`: also the state of its table, in the same round trip
+    (a page request needs both)."""
+    sql, params = "SELECT setting_name, setting_value FROM {t:local_alx_api_settings} WHERE companyid = ?", (companyid,)
+    if not with_table:
+        return _parsed(companyid, engine.rows(sql, params))
+    table_sql, table_params = company_state.table_state_select(companyid)
+    try:
+        rows = engine.rows(f"{sql} UNION ALL {table_sql}", (*params, *table_params))
+    except DATABASE_ERRORS:  # the table cannot be read: the pull's retries and live fallback decide
+        return _parsed(companyid, engine.rows(sql, params))
+    loaded = _parsed(companyid, [r for r in rows if not r[0].startswith(".")])
+    loaded.table = company_state.table_state(rows)
+    return loaded
 
 
 def load_all(engine: Engine, companyids) -> dict[int, CompanySettings]:

@@ -58,6 +58,25 @@ def current(engine: Engine, companyid: int) -> int:
     return int(value or 0)
 
 
+def table_state_select(companyid: int) -> tuple[str, tuple]:
+    """A SELECT of two (name, value) rows: (".dataversion", `current`) and (".filled", 1 when the
+    reporting table holds any row of the company, else 0): both asked by every page request, so
+    a caller can add them to another read (UNION ALL) instead of a round trip of their own."""
+    return (f"SELECT '.dataversion', change_seq FROM {_ROW} WHERE companyid = ? AND token_hash = ? UNION ALL "
+            "SELECT '.filled', COUNT(*) FROM (SELECT 1 AS one FROM {t:local_alx_api_reporting} WHERE companyid = ? "
+            "ORDER BY companyid, change_seq LIMIT 1) f", (companyid, _hash(companyid), companyid))
+
+
+def table_state(rows) -> tuple[int, bool]:
+    """(`current`, filled) from the rows of `table_state_select` (other rows are ignored)."""
+    found = {name: value for name, value in rows if name in (".dataversion", ".filled")}
+    return int(found.get(".dataversion") or 0), bool(int(found.get(".filled") or 0))
+
+
+def current_and_filled(engine: Engine, companyid: int) -> tuple[int, bool]:
+    return table_state(engine.rows(*table_state_select(companyid)))
+
+
 # -- sync and reconcile state -------------------------------------------------------------------
 def load(engine: Engine, companyid: int, now: int) -> dict:
     ensure(engine, companyid, now)

@@ -85,18 +85,23 @@ def course_scopes(engine: Engine) -> dict[int, list[int]]:
     return {cid: [course for course, _ in pairs] for cid, pairs in _course_scope_contexts(engine).items()}
 
 
-def _course_scope_contexts(engine: Engine, companyid: int | None = None) -> dict[int, list[tuple[int, int | None]]]:
+def _course_scope_contexts(engine: Engine, companyid: int | None = None,
+                           switched_off: frozenset[int] | None = None) -> dict[int, list[tuple[int, int | None]]]:
     """Per company (one, or every company with a course): the course scope with each course's
-    context id (None when the course has none)."""
+    context id (None when the course has none). `switched_off`: the one company's switched-off
+    courses, when known."""
     one, params = ("AND cc.companyid = ? ", (companyid,)) if companyid is not None else ("", ())
     rows = engine.rows(
         "SELECT DISTINCT cc.companyid, c.id, ctx.id FROM {t:company_course} cc JOIN {t:course} c ON c.id = cc.courseid "
         "LEFT JOIN {t:context} ctx ON ctx.contextlevel = 50 AND ctx.instanceid = c.id "
         f"WHERE c.visible = 1 AND c.category <> 0 {one}ORDER BY cc.companyid, c.id", params)
-    off = {(int(cid), int(name[7:])) for cid, name, value in engine.rows(
-        "SELECT companyid, setting_name, setting_value FROM {t:local_alx_api_settings} WHERE "
-        + ("companyid = ? AND " if companyid is not None else "") + "setting_name LIKE 'course%'", params)
-        if name[7:].isdigit() and int(value) == 0}
+    if companyid is not None and switched_off is not None:
+        off = {(companyid, course) for course in switched_off}
+    else:
+        off = {(int(cid), int(name[7:])) for cid, name, value in engine.rows(
+            "SELECT companyid, setting_name, setting_value FROM {t:local_alx_api_settings} WHERE "
+            + ("companyid = ? AND " if companyid is not None else "") + "setting_name LIKE 'course%'", params)
+            if name[7:].isdigit() and int(value) == 0}
     out: dict[int, list[tuple[int, int | None]]] = {}
     for cid, course, context in rows:
         if (int(cid), int(course)) not in off:
@@ -115,8 +120,10 @@ class Scope:
     contexts: tuple[tuple[int, int], ...] = ()
 
     @classmethod
-    def load(cls, engine: Engine, companyid: int, report_roles: Iterable[str]) -> Scope:
-        scoped = _course_scope_contexts(engine, companyid).get(companyid, [])
+    def load(cls, engine: Engine, companyid: int, report_roles: Iterable[str],
+             switched_off: frozenset[int] | None = None) -> Scope:
+        """`switched_off`: the company's switched-off courses when its settings are read already."""
+        scoped = _course_scope_contexts(engine, companyid, switched_off).get(companyid, [])
         return cls(companyid, tuple(c for c, _ in scoped), tuple(report_role_ids(engine, report_roles)),
                    tuple((c, x) for c, x in scoped if x is not None))
 

@@ -4,8 +4,10 @@ completion that moves the watermark, the live fallback and retries with backoff.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -14,6 +16,7 @@ from local_alx_report_api.classes import client_state, company_state
 from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows
 from local_alx_report_api.classes.reporting import hundredths
 from moodle_core.engines import DATABASE_ERRORS, Engine
+from webservice.external import Encoded
 
 log = logging.getLogger(__name__)
 FUNCTION = "local_alx_report_api_get_course_progress"
@@ -66,7 +69,7 @@ class PageRequest:
     userid: int
     limit: int
     offset: int
-    scope: Scope
+    scope_source: Scope | Callable[[], Scope] | None  # a loader: a page from the cache needs no scope
     sync_mode: int
     window_hours: int
     adaptive: bool
@@ -77,6 +80,11 @@ class PageRequest:
     client: str | None = None  # which client's pull: "id:<X-ALX-Pull-Id>" or "ua:<hash of User-Agent, mode>"
     user_agent: str = ""
     full_agents: tuple[str, ...] = ()  # User-Agent prefixes whose Auto pulls are full
+    table: tuple[int, bool] | None = None  # the company's counter and whether its table has rows, when read already
+
+    @functools.cached_property
+    def scope(self) -> Scope | None:
+        return self.scope_source() if callable(self.scope_source) else self.scope_source
 
     @property
     def full_agent(self) -> bool:
@@ -95,7 +103,7 @@ def client_key(pull_id: str | None, user_agent: str, requested: str) -> str:
 class Slice:
     """A page as served: its response elements, the key of its last row and its row count."""
 
-    elements: list[dict]
+    elements: list[dict] | Encoded  # a cached page is kept encoded
     last: Key | None
     count: int
 
@@ -176,10 +184,10 @@ def effective_window(engine: Engine, req: PageRequest, state: dict) -> tuple[flo
     return float(window), pattern
 
 
-def choose(engine: Engine, req: PageRequest, state: dict) -> tuple[Definition, dict]:
+def choose(engine: Engine, req: PageRequest, state: dict, until: int) -> tuple[Definition, dict]:
     """The definition of a new pull (5.4), with the client's `mode` and the Power Query rule of
-    issue 12 before the company's mode; Always incremental is never overridden by the agent."""
-    until = company_state.current(engine, req.companyid)
+    issue 12 before the company's mode; Always incremental is never overridden by the agent.
+    `until`: the company's counter as read by this request."""
     watermark = int(state["change_seq"] or 0)
 
     def full(reason):
@@ -320,14 +328,13 @@ def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts
           free: bool = False) -> Outcome:
     """One page of a pull, modes 0–2: classify, read, save the state before answering.
 
-    `read_table(definition, after, offset)` gives the table's Slice (maybe from the cache);
+    `read_table(definition, after, offset, dataversion)` gives the table's Slice (maybe from the
+    cache, whose key holds the company's counter as this request read it);
     `to_elements(rows)` turns live rows into response elements. `free`: the request was not
     counted by the rate limit as the next page of an open pull; NotANextPage is raised, with
     nothing changed, when it turns out not to be one.
     Transient database errors are retried with backoff; a read that still fails is answered
     from live data and marks the pull as failed (sync-and-cache.md 8 and 10)."""
-    client_state.ensure(engine, req.companyid, req.token_hash, req.userid, req.now)
-
     def unit():
         with engine.write_transaction():
             return _unit(engine, req, read_table, to_elements, None, free)
@@ -346,7 +353,7 @@ def live_slice(engine: Engine, req: PageRequest, to_elements, *, after: Key | No
     return Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
 
 
-def _start(engine: Engine, req: PageRequest, state: dict, pulls: list[dict]) -> dict:
+def _start(engine: Engine, req: PageRequest, state: dict, pulls: list[dict], until: int) -> dict:
     """A new pull (5.3 start). Other clients' open pulls stay open. The caller's own earlier pull
     is abandoned when the caller names its pulls (X-ALX-Pull-Id); a client that does not name
     them abandons only its pulls idle for RESTART_IDLE_SECONDS (pulls it gave up, not a
@@ -356,7 +363,7 @@ def _start(engine: Engine, req: PageRequest, state: dict, pulls: list[dict]) -> 
         if named or req.now - int(old.get("touched") or old["started"]) >= RESTART_IDLE_SECONDS:
             log.info("pull %s of company %s abandoned", old["id"], req.companyid)
             pulls.remove(old)
-    definition, extra = choose(engine, req, state)
+    definition, extra = choose(engine, req, state, until)
     counter = state["data"].get("pulls")
     pull = {"id": (counter if isinstance(counter, int) else 0) + 1, "client": req.client, **definition.describe(),
             "started": req.now, "touched": req.now, "next_offset": 0, "after": [0, 0], "prev_offset": None,
@@ -371,7 +378,12 @@ def _start(engine: Engine, req: PageRequest, state: dict, pulls: list[dict]) -> 
 
 
 def _unit(engine: Engine, req: PageRequest, read_table, to_elements, fallback: str | None, free: bool) -> Outcome:
-    state = client_state.lock(engine, req.companyid, req.token_hash)
+    state = client_state.lock(engine, req.companyid, req.token_hash, req.userid, req.now)
+    # after a failed read of the table (fallback), only the counter: the table is not touched again
+    if fallback is not None:
+        version, filled = company_state.current(engine, req.companyid), False
+    else:
+        version, filled = req.table or company_state.current_and_filled(engine, req.companyid)
     pulls = open_pulls(state["data"], req.now)
     state["data"].pop("pull", None)
     state["data"]["open"] = pulls
@@ -379,21 +391,20 @@ def _unit(engine: Engine, req: PageRequest, read_table, to_elements, fallback: s
     if free and page != "next":
         raise NotANextPage()
     if page == "start":
-        pull = _start(engine, req, state, pulls)
+        pull = _start(engine, req, state, pulls, version)
     if pull is not None:
         definition = Definition(pull["mode"], pull["since"], pull["until"], pull["deletions"], pull.get("reason", ""))
     else:
-        definition, _ = choose(engine, req, state)
+        definition, _ = choose(engine, req, state, version)
     after = None
     if page == "start":
         after = (0, 0)
     elif page != "stateless":
         after = _cursor(pull, page)
-    filled = fallback is None and has_rows(engine, req.companyid)
     reason = fallback if fallback is not None else (None if filled else "never_filled")
     offset = req.offset if after is None else 0
     if filled:
-        served, source = read_table(definition, after, offset), "table"
+        served, source = read_table(definition, after, offset, version), "table"
     else:  # live data is always a full page (there is nothing to be incremental against)
         definition = Definition("full", 0, definition.until, False, "live_data")
         served, source = live_slice(engine, req, to_elements, after=after, offset=offset), "live"
@@ -442,8 +453,9 @@ def _complete(engine: Engine, req: PageRequest, state: dict, pull: dict) -> None
 def serve_stateless(engine: Engine, req: PageRequest, *, read_table, to_elements) -> Outcome:
     """Mode 3 (Disabled): rows O+1 … O+L of the active rows; no sync state at all (5.6)."""
     definition = Definition("disabled", 0, 0, False)
-    if has_rows(engine, req.companyid):
-        return Outcome(read_table(definition, None, req.offset), definition, "stateless", "table")
+    version, filled = req.table or company_state.current_and_filled(engine, req.companyid)
+    if filled:
+        return Outcome(read_table(definition, None, req.offset, version), definition, "stateless", "table")
     served = live_slice(engine, req, to_elements, after=None, offset=req.offset)
     return Outcome(served, definition, "stateless", "live", None, "never_filled")
 

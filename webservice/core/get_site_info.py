@@ -173,23 +173,12 @@ def _new_key(engine, userid: int, now: int) -> str:
             return key
 
 
-def execute(call, serviceshortnames=()) -> dict:
-    engine, config, user = call.engine, call.config, call.caller.user
-    site_course = engine.execute("SELECT id, fullname FROM {t:course} WHERE category = 0 ORDER BY id LIMIT 1").fetchone()
-    siteurl = str(call.settings.site.wwwroot).rstrip("/")
-    theme = config.get("theme") or "boost"
-    usercontext = engine.scalar("SELECT id FROM {t:context} WHERE contextlevel = 30 AND instanceid = ?",
-                                (user["id"],))
-    if int(user["picture"] or 0) == 0:
-        picture = f"{siteurl}/theme/image.php/{theme}/core/{config.get('themerev') or '1'}/u/f1"
-    else:
-        picture = f"{siteurl}/pluginfile.php/{usercontext}/user/icon/{theme}/f1?rev={user['picture']}"
-    versions = call.site_versions
+def _service_functions(engine, config, serviceid: int, versions: dict[str, str]) -> list[dict]:
     functions = []
     for name, component in engine.rows(
             "SELECT f.name, f.component FROM {t:external_functions} f WHERE EXISTS (SELECT 1 FROM "
             "{t:external_services_functions} sf WHERE sf.externalserviceid = ? AND sf.functionname = f.name) "
-            "ORDER BY f.id", (call.caller.serviceid,)):
+            "ORDER BY f.id", (serviceid,)):
         if component in ("moodle", "core"):
             version = config.get("version") or ""
         elif component in versions:
@@ -198,12 +187,32 @@ def execute(call, serviceshortnames=()) -> dict:
             version = engine.scalar("SELECT value FROM {t:config_plugins} WHERE plugin = ? AND name = 'version'",
                                     (component,)) or ""
         functions.append({"name": name, "version": version})
-    service = engine.execute("SELECT downloadfiles, uploadfiles FROM {t:external_services} WHERE id = ?",
-                             (call.caller.serviceid,)).fetchone() or (0, 0)
+    return functions
+
+
+def execute(call, serviceshortnames=()) -> dict:
+    engine, config, user = call.engine, call.config, call.caller.user
+    # what rarely changes is reused by the worker for config_cache_seconds (issue 15): site info is
+    # the fixed cost of every client's first call
+    site_course = config.remember(("site course",), lambda: engine.execute(
+        "SELECT id, fullname FROM {t:course} WHERE category = 0 ORDER BY id LIMIT 1").fetchone())
+    siteurl = str(call.settings.site.wwwroot).rstrip("/")
+    theme = config.get("theme") or "boost"
+    usercontext = config.remember(("user context", user["id"]), lambda: engine.scalar(
+        "SELECT id FROM {t:context} WHERE contextlevel = 30 AND instanceid = ?", (user["id"],)))
+    if int(user["picture"] or 0) == 0:
+        picture = f"{siteurl}/theme/image.php/{theme}/core/{config.get('themerev') or '1'}/u/f1"
+    else:
+        picture = f"{siteurl}/pluginfile.php/{usercontext}/user/icon/{theme}/f1?rev={user['picture']}"
+    functions = config.remember(("service functions", call.caller.serviceid),
+                                lambda: _service_functions(engine, config, call.caller.serviceid, call.site_versions))
+    service = config.remember(("service files", call.caller.serviceid), lambda: engine.execute(
+        "SELECT downloadfiles, uploadfiles FROM {t:external_services} WHERE id = ?",
+        (call.caller.serviceid,)).fetchone()) or (0, 0)
     features = [{"name": name, "value": _int(config.get(name))} for name in ADVANCED if config.get(name) is not None]
     features.append({"name": "mnet_dispatcher_mode", "value": 1 if config.get("mnet_dispatcher_mode") == "strict" else 0})
-    competencies = engine.scalar("SELECT value FROM {t:config_plugins} WHERE plugin = 'core_competency' "
-                                 "AND name = 'enabled'")
+    competencies = config.remember(("core_competency",), lambda: engine.scalar(
+        "SELECT value FROM {t:config_plugins} WHERE plugin = 'core_competency' AND name = 'enabled'"))
     features.append({"name": "enablecompetencies", "value": _int(competencies)})
     calendar = config.get("calendartype") or "gregorian"
 
@@ -233,7 +242,7 @@ def execute(call, serviceshortnames=()) -> dict:
         "usermaxuploadfilesize": max_upload_file_size(can("moodle/course:ignorefilesizelimits"),
                                                       _php_int(config.get("maxbytes"))),
         "userhomepage": home_page(engine, config, user["id"]),
-        "userprivateaccesskey": user_key(engine, user["id"], call.now),
+        "userprivateaccesskey": config.remember(("user key", user["id"]), lambda: user_key(engine, user["id"], call.now)),
         "siteid": site_course[0] if site_course else 1,
         "sitecalendartype": calendar,
         "usercalendartype": user["calendartype"] or calendar,

@@ -23,7 +23,7 @@ from webservice.errors import (
     WebserviceAccessException,
     unexpected,
 )
-from webservice.external import clean_returns, validate_parameters
+from webservice.external import Encoded, clean_returns, validate_parameters
 from webservice.phpparams import InputLimitError, parse_pairs, php_parameters, too_many
 
 log = logging.getLogger("alx_report_api.rest")
@@ -194,15 +194,13 @@ class RestServer:
             params.pop(name, None)
         call = Call(site.engine, site.moodle, site.settings, site.config, "UTC", method, ip, now,
                     started, function, request_log, site_versions=site.registry.versions,
-                    user_agent=req.user_agent or "", pull_id=req.get_header("X-ALX-Pull-Id") or None)
-        schema = None
+                    user_agent=req.user_agent or "", pull_id=req.get_header("X-ALX-Pull-Id") or None, format=fmt)
         try:
             try:
                 if early is not None:
                     raise early
                 call.timezone = site.timezone
-                result, schema = self._run(call, token, function, params)
-                body = render.to_json(result) if fmt == "json" else render.to_xml(result, schema)
+                body = self._run(call, token, function, params)
             except MoodleException:
                 raise
             except Exception as exc:
@@ -237,8 +235,8 @@ class RestServer:
         if not function:
             raise InvalidParameterException("Missing function name")
         implemented = site.registry.functions.get(function)
-        known = "\x00" not in function and engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?",
-                                                      (function,)) is not None
+        known = "\x00" not in function and site.config.remember(("function", function), lambda: engine.scalar(
+            "SELECT id FROM {t:external_functions} WHERE name = ?", (function,)) is not None)
         if implemented is None or not known:
             if known:
                 log.warning("function %s is in external_functions but not implemented by this service", function)
@@ -249,15 +247,23 @@ class RestServer:
         call.log.extra.update({k: params[k] for k in logged if k in params})
         arguments = validate_parameters(implemented.parameters, params)
         call.log.extra.update({k: arguments[k] for k in logged})
+        call.encoder = lambda result: self._encode(call, implemented.returns, result)
         result = implemented.execute(call, **arguments)
+        if isinstance(result, Encoded):  # cleaned and encoded by the function (a cached page)
+            call.log.set(record_count=result.count)
+            return result.body
         call.log.set(record_count=len(result) if isinstance(result, list) else 1)
+        return call.encoder(result)
+
+    def _encode(self, call: Call, returns: dict, result) -> bytes:
+        """protocol.md 7, 10 and 11: the returns cleaned by their description, then written."""
         changed: list = []
-        cleaned = clean_returns(implemented.returns, result, changed)
+        cleaned = clean_returns(returns, result, changed)
         if changed:
-            call.log.extra["cleaned_values"] = len(changed)
-            log.warning("cleaned %d values in %s: %s", len(changed), function,
+            call.log.extra["cleaned_values"] = call.log.extra.get("cleaned_values", 0) + len(changed)
+            log.warning("cleaned %d values in %s: %s", len(changed), call.function,
                         ", ".join(f"{key}={before!r}" for key, before in changed[:20]))
-        return cleaned, implemented.returns
+        return render.to_json(cleaned) if call.format == "json" else render.to_xml(cleaned, returns)
 
     def _headers(self, resp, call: Call, fmt: str) -> None:
         if fmt == "json":

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from local_alx_report_api.classes import cache, company_settings, company_state, pages, pulls, ratelimit
+from local_alx_report_api.classes import cache, company_settings, pages, pulls, ratelimit
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.lang import get_string
 from moodle_core.engines import QUERY_COMPANY
 from webservice.errors import InvalidParameterException, MoodleException
-from webservice.external import multiple, single, value
+from webservice.external import Encoded, multiple, single, value
 
 
 def execute_parameters() -> dict:
@@ -44,7 +44,7 @@ def _error(code: str, **values) -> MoodleException:
     return MoodleException(code, get_string(code, **values), get_string(f"{code}_debug", **values))
 
 
-def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list[dict]:
+def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list[dict] | Encoded:
     plugin = call.settings.local_alx_report_api
     if mode not in pulls.MODES:
         raise InvalidParameterException(f"mode => Invalid parameter value detected: \"{mode}\" is not one of "
@@ -59,7 +59,8 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
         raise _error("invalidoffset", offset=offset)
     # the company was resolved with the caller (step 4); its settings are read once, for both
     # the rate limit (step 5) and the page (step 8)
-    settings = company_settings.load(call.engine, call.company.id) if call.company is not None else None
+    settings = (company_settings.load(call.engine, call.company.id, with_table=True) if call.company is not None
+                else None)
     client = pulls.client_key(call.pull_id, call.user_agent, mode)
     # issue 12: the next page of the caller's open pull is not counted (one refresh, one request)
     free = (settings is not None and ratelimit.per_pull(call.settings, settings) and settings.get("sync_mode") != 3
@@ -76,39 +77,39 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
         raise _error("nocompanyassociation")
     engine, companyid = call.engine, call.company.id
     QUERY_COMPANY.set(companyid)
-    zone = ZoneInfo(call.timezone)
+    readable = pages.LocalTimes(ZoneInfo(call.timezone))
     fields = settings.fields
     req = pulls.PageRequest(companyid, call.log.fields["token_hash"], call.caller.userid, limit, offset,
-                            Scope.load(engine, companyid, plugin.report_roles), settings.get("sync_mode"),
+                            lambda: Scope.load(engine, companyid, plugin.report_roles, settings.switched_off),
+                            settings.get("sync_mode"),
                             settings.get("sync_window_hours"), settings.get("adaptive_sync_window") == 1,
                             settings.get("incremental_deletions") == 1, call.now, call.timezone, mode, client,
-                            call.user_agent, tuple(plugin.full_pull_user_agents))
+                            call.user_agent, tuple(plugin.full_pull_user_agents), settings.table)
     use_cache = settings.get("enable_cache") == 1
-    sig = cache.signature(fields, req.deletions, call.timezone)
+    sig = cache.signature(fields, req.deletions, call.timezone, call.format)
     status = {"cache": "off" if not use_cache else None}
 
     def to_elements(rows) -> list[dict]:
-        return [pages.element(r.progress, fields, zone, deleted=r.deleted) for r in rows]
+        return [pages.element(r.progress, fields, readable, deleted=r.deleted) for r in rows]
 
-    def read_table(definition, after, at_offset) -> pulls.Slice:
+    def read_table(definition, after, at_offset, dataversion: int) -> pulls.Slice:
         if not use_cache:
             rows = pulls.table_rows(engine, req, definition, after=after, offset=at_offset)
             return pulls.Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
         position = f"a{after[0]}-{after[1]}" if after is not None else f"o{at_offset}"
         since = definition.since if definition.mode == "incremental" or definition.deletions else 0
-        key = cache.key(companyid, definition.mode, since, position, limit, sig, company_state.current(engine, companyid))
+        key = cache.key(companyid, definition.mode, since, position, limit, sig, dataversion)
         hit, corrupt = cache.read(engine, companyid, key, call.now)
         if corrupt:
             call.log.extra["cache_corrupt"] = True
         if hit is not None:
             status["cache"] = "hit"
-            return pulls.Slice(hit["rows"], tuple(hit["last"]) if hit["last"] else None, hit["count"])
+            return pulls.Slice(hit.encoded, hit.last, hit.encoded.count)
         status["cache"] = "miss"
         rows = pulls.table_rows(engine, req, definition, after=after, offset=at_offset)
-        served = pulls.Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
-        cache.write(engine, companyid, key, {"rows": served.elements, "last": list(served.last) if served.last else None,
-                                             "count": served.count}, call.now, settings.get("cache_ttl_minutes"))
-        return served
+        page = cache.Page(call.encode(to_elements(rows)), rows[-1].progress.key if rows else None)
+        cache.write(engine, companyid, key, page, call.format, call.now, settings.get("cache_ttl_minutes"))
+        return pulls.Slice(page.encoded, page.last, len(rows))
 
     # a database error that survived the retries and the live fallback reaches the REST server,
     # which answers dmlreadexception or dbconnectionfailed

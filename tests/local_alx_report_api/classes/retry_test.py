@@ -72,7 +72,7 @@ def test_a_bug_is_not_answered_from_live_data(db, acme, caplog):
     raises as it is (the endpoint answers unexpectederror and logs its traceback)."""
     req = pulls.PageRequest(5, "h" * 64, 1, 10, 0, Scope.load(db, 5, ["student"]), 0, 24, True, True, NOW, "UTC")
 
-    def broken_read(definition, after, offset):
+    def broken_read(definition, after, offset, dataversion):
         return {}["missing"]
 
     with pytest.raises(KeyError):
@@ -81,7 +81,7 @@ def test_a_bug_is_not_answered_from_live_data(db, acme, caplog):
     db.db.execute_sql(f"ALTER TABLE {db.table('local_alx_api_reporting')} RENAME TO {db.quote(db.prefix + 'gone')}")
     before = retries()
     try:
-        outcome = pulls.serve(db, req, read_table=lambda d, a, o: pulls.Slice([], None, 0),
+        outcome = pulls.serve(db, req, read_table=lambda d, a, o, v: pulls.Slice([], None, 0),
                               to_elements=lambda rows: [r.progress.key for r in rows], attempts=3, base_delay=0.01)
     finally:
         db.db.execute_sql(f"ALTER TABLE {db.quote(db.prefix + 'gone')} RENAME TO {db.table('local_alx_api_reporting')}")
