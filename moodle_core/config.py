@@ -147,8 +147,17 @@ class Settings:
     def get(self, section: str, name: str) -> Any:
         return self.values[(section, name)]
 
+    _sections: dict = field(default_factory=dict, repr=False, compare=False)
+
     def section(self, section: str) -> SimpleNamespace:
-        return SimpleNamespace(**{n: v for (s, n), v in self.values.items() if s == section})
+        """The section's values, built once (a request reads settings dozens of times); read-only."""
+        if self._sections.get("") != len(self.values):  # built again when a value was added since
+            self._sections = {"": len(self.values)}
+        found = self._sections.get(section)
+        if found is None:
+            found = self._sections[section] = SimpleNamespace(
+                **{n: v for (s, n), v in self.values.items() if s == section})
+        return found
 
     def __getattr__(self, section: str) -> SimpleNamespace:
         if section.startswith("_") or section in ("declarations", "values", "sources", "path"):

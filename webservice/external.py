@@ -122,8 +122,22 @@ def _cast(raw, schema: dict):
 def validate_parameters(schema: dict, raw: dict) -> dict:
     """Moodle's validate_parameters: defaults, casting, unknown keys; then JSON Schema."""
     cleaned = _cast(raw, schema)
-    jsonschema.validate(cleaned, schema)
+    _validator(schema).validate(cleaned)
     return cleaned
+
+
+_VALIDATORS: dict[int, tuple[dict, Any]] = {}  # id(schema) → (schema, its validator); the schema is kept alive
+
+
+def _validator(schema: dict):
+    """A function's parameter description checked and compiled once (jsonschema.validate checks
+    the description itself on every call: most of a small request's time)."""
+    known = _VALIDATORS.get(id(schema))
+    if known is None:
+        cls = jsonschema.validators.validator_for(schema)
+        cls.check_schema(schema)
+        known = _VALIDATORS[id(schema)] = (schema, cls(schema))
+    return known[1]
 
 
 # -- returns -----------------------------------------------------------------------------------

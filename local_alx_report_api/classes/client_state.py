@@ -4,8 +4,7 @@ in columns, the open pulls in `state_data` (classes/pulls.py decides what they m
 
 from __future__ import annotations
 
-import json
-
+import orjson
 import peewee
 
 from moodle_core.engines import Engine
@@ -58,7 +57,7 @@ def save(engine: Engine, state: dict, now: int, userid: int, **columns) -> None:
     """Write a locked row back: `data` and any other columns given."""
     sets = ", ".join(["state_data = ?", "updated_at = ?", "userid = ?", *(f"{c} = ?" for c in columns)])
     engine.execute(f"UPDATE {_ROW} SET {sets} WHERE id = ?",
-                   (json.dumps(state["data"], separators=(",", ":")), now, userid, *columns.values(), state["id"]))
+                   (orjson.dumps(state["data"]).decode(), now, userid, *columns.values(), state["id"]))
 
 
 def peek(engine: Engine, companyid: int, thash: str) -> dict:
