@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench import fixture, load, site
 from bench.run import LIMIT, floor, stats
-from local_alx_report_api.classes import company_state, pulls
+from local_alx_report_api.classes import company_state, installer, pulls
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.settings import load as load_settings
 from moodle_core import engines
@@ -41,7 +41,6 @@ def unpack(ref: str) -> tuple[Path, str]:
 
 class RequestPath:
     def __init__(self, db: str, size: fixture.Size, url: str, repeat: int, baseline: str, say=print):
-        self.hit_key = None
         self.db, self.size, self.url, self.repeat, self.baseline, self.say = db, size, url, repeat, baseline, say
         self.ini = site.settings_file(url, db, size.name)
         self.env = site.env_for(self.ini)
@@ -54,6 +53,7 @@ class RequestPath:
     def prepare(self) -> None:
         fixture.ensure(self.url, self.size, say=self.say)
         engine = self.engine()
+        installer.install(engine, int(time.time()))  # this checkout's storage choices (decision 119), for both variants
         companies = Moodle(engine).companies()
         self.big = next(c for c in companies if c.shortname == fixture.BIG_SHORTNAME)
         self.tokens = {int(cid): tok for cid, tok in engine.rows(
@@ -95,12 +95,6 @@ class RequestPath:
             with engine.recording() as calls:
                 pulls.table_rows(engine, req, definition, after=(0, 0))
             out[name], _ = floor(raw, *calls[-1], n)
-        key = self.hit_key  # the entry the JSON hits of this checkout's code read
-        if key is not None:
-            with engine.recording() as calls:  # what a hit needs from the database: the entry, by key
-                engine.execute("SELECT cache_data FROM {t:local_alx_api_cache} WHERE cache_key = ? AND companyid = ?",
-                               (key, self.big.id)).fetchone()
-            out["cache"], _ = floor(raw, *calls[-1], n)
         raw.close()
         engine.db.close()
 
@@ -166,8 +160,14 @@ class RequestPath:
 
         page = {"limit": LIMIT, "offset": 0, "mode": "full"}
         out = {"site_info": series(function="core_webservice_get_site_info"), "cache_hit": series(**page)}
-        self.hit_key = engine.scalar("SELECT cache_key FROM {t:local_alx_api_cache} WHERE companyid = ? "
-                                     "ORDER BY hit_count DESC", (big,))
+        key = engine.scalar("SELECT cache_key FROM {t:local_alx_api_cache} WHERE companyid = ? ORDER BY hit_count "
+                            "DESC", (big,))
+        with engine.recording() as calls:  # what a hit needs from the database: the entry it read, by key
+            engine.execute("SELECT cache_data FROM {t:local_alx_api_cache} WHERE cache_key = ? AND companyid = ?",
+                           (key, big)).fetchone()
+        raw = site.raw_connect(self.url)
+        self.results["floors"]["cache"], _ = floor(raw, *calls[-1], n)  # the last variant's: this checkout's
+        raw.close()
         out.update(cache_hit_xml=series("xml", **page), cache_miss=series(before=purge, **page),
                    cache_miss_xml=series("xml", before=purge, **page),
                    incremental=series(before=incremental, limit=LIMIT, offset=0))

@@ -46,15 +46,14 @@ class RequestLog:
 
     def write(self) -> None:
         """Finish the row; a failure goes to the process log and never fails the request."""
-        try:
-            with self.engine.db.atomic():
-                if self.row_id is None:
-                    self.insert()
-                else:
-                    values = self._values()
-                    sets = ", ".join(f"{c} = ?" for c in values)
-                    self.engine.execute(f"UPDATE {{t:local_alx_api_logs}} SET {sets} WHERE id = ?",
-                                        [*values.values(), self.row_id])
+        try:  # one statement, committed on its own (no BEGIN and COMMIT round trips around it)
+            if self.row_id is None:
+                self.insert()
+            else:
+                values = self._values()
+                sets = ", ".join(f"{c} = ?" for c in values)
+                self.engine.execute(f"UPDATE {{t:local_alx_api_logs}} SET {sets} WHERE id = ?",
+                                    [*values.values(), self.row_id])
         except DATABASE_ERRORS as exc:  # the request is answered anyway; keep its fields (no traceback:
             # during an outage every request comes here)
             log.error("could not write the request log row (%s): %s", first_line(exc),

@@ -103,15 +103,12 @@ def read(engine: Engine, companyid: int, cache_key: str, now: int) -> tuple[Page
 
 def write(engine: Engine, companyid: int, cache_key: str, page: Page, fmt: str, now: int, ttl_minutes: int) -> None:
     """Store a page; an entry with the key already (a concurrent writer's, or an expired one a
-    read left in place) takes the new data and times, keeping `hit_count` unless it had expired."""
-    try:
-        with engine.db.atomic():
-            engine.upsert("local_alx_api_cache", {
-                "cache_key": cache_key, "companyid": companyid, "cache_data": encode(page, fmt),
-                "cache_timestamp": now, "expires_at": now + ttl_minutes * 60, "hit_count": 0, "last_accessed": now},
-                ("cache_key", "companyid"), {
-                    "hit_count": "CASE WHEN old.expires_at < new.cache_timestamp THEN 0 ELSE old.hit_count END",
-                    "cache_data": "new.cache_data", "cache_timestamp": "new.cache_timestamp",
-                    "expires_at": "new.expires_at", "last_accessed": "new.last_accessed"})
-    except peewee.IntegrityError:
-        pass  # a concurrent writer stored the same page
+    read left in place) takes the new data and times, keeping `hit_count` unless it had expired
+    (one statement: no unique-key clash to catch)."""
+    engine.upsert("local_alx_api_cache", {
+        "cache_key": cache_key, "companyid": companyid, "cache_data": encode(page, fmt),
+        "cache_timestamp": now, "expires_at": now + ttl_minutes * 60, "hit_count": 0, "last_accessed": now},
+        ("cache_key", "companyid"), {
+            "hit_count": "CASE WHEN old.expires_at < new.cache_timestamp THEN 0 ELSE old.hit_count END",
+            "cache_data": "new.cache_data", "cache_timestamp": "new.cache_timestamp",
+            "expires_at": "new.expires_at", "last_accessed": "new.last_accessed"})

@@ -97,6 +97,7 @@ def install(engine: Engine, now: int) -> Report:
             engine.db.execute_sql(engine.widen_column_sql(table.name, f))
             report.say(f"Widened column {engine.prefix}{table.name}.{f['name']} to {f['type']}({f['length']})")
         _add_missing_indexes(engine, table, report)
+    engine.compress_fast("local_alx_api_cache", "cache_data")  # a page of 1000 rows is ~300 KB (decision 119)
     _stamp_adopted_rows(engine, now, report)
     _record_version_and_upgrade(engine, now, report)
     return report
