@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from moodle_core.engines import Engine
+from moodle_core.moodle import Company
 from webservice.errors import DmlMissingRecordException, MoodleException, WebserviceAccessException
 
 
@@ -149,6 +150,7 @@ class Caller:
     userid: int
     username: str
     user: dict
+    company: Company | None = None  # IOMAD: the lowest company id among the user's (Moodle.user_company)
 
 
 _TOKEN_COLUMNS = ("id", "token", "userid", "externalserviceid", "sid", "contextid", "iprestriction",
@@ -158,12 +160,16 @@ _USER_COLUMNS = ("id", "username", "auth", "confirmed", "deleted", "suspended", 
 
 
 def authenticate(engine: Engine, token: str, ip: str, now: int) -> Caller:
-    """Token lookup and checks 1–5 of protocol.md 4.3; the token's user comes in the same read."""
+    """Token lookup and checks 1–5 of protocol.md 4.3; the token's user and the user's company
+    (IOMAD's, as `Moodle.user_company` finds it) come in the same read."""
     # a NUL never occurs in a stored token, and PostgreSQL refuses it in a parameter
-    columns = ", ".join([*(f"t.{c}" for c in _TOKEN_COLUMNS), *(f"u.{c}" for c in _USER_COLUMNS)])
-    row = engine.execute(f"SELECT {columns} FROM {{t:external_tokens}} t LEFT JOIN {{t:user}} u ON u.id = t.userid "
-                         "WHERE t.token = ? AND t.tokentype = 0 ORDER BY t.id LIMIT 1",
-                         (token,)).fetchone() if token and "\x00" not in token else None
+    columns = ", ".join([*(f"t.{c}" for c in _TOKEN_COLUMNS), *(f"u.{c}" for c in _USER_COLUMNS),
+                         "c.id", "c.shortname", "c.name"])
+    row = engine.execute(
+        f"SELECT {columns} FROM {{t:external_tokens}} t LEFT JOIN {{t:user}} u ON u.id = t.userid "
+        "LEFT JOIN ({t:company_users} cu JOIN {t:company} c ON c.id = cu.companyid) ON cu.userid = t.userid "
+        "WHERE t.token = ? AND t.tokentype = 0 ORDER BY t.id, CASE WHEN c.id IS NULL THEN 1 ELSE 0 END, c.id LIMIT 1",
+        (token,)).fetchone() if token and "\x00" not in token else None
     if row is None:
         raise MoodleException("invalidtoken", "Invalid token - token not found")
     t = dict(zip(_TOKEN_COLUMNS, row[:len(_TOKEN_COLUMNS)], strict=True))
@@ -175,13 +181,15 @@ def authenticate(engine: Engine, token: str, ip: str, now: int) -> Caller:
         raise WebserviceAccessException("Invalid token - token linked to a browser login")
     if t["iprestriction"] and not ip_in_list(ip, t["iprestriction"]):
         raise WebserviceAccessException(f"Invalid service - IP:{ip} is not supported - check this allowed user")
-    user = dict(zip(_USER_COLUMNS, row[len(_TOKEN_COLUMNS):], strict=True))
+    user = dict(zip(_USER_COLUMNS, row[len(_TOKEN_COLUMNS):-3], strict=True))
     if user["id"] is None:
         raise DmlMissingRecordException("user", "SELECT id,username,deleted,auth,confirmed,suspended FROM {user} "
                                         "WHERE id = ?", [t["userid"]])
     if now >= (t["lastaccess"] or 0) + 60:
         engine.execute("UPDATE {t:external_tokens} SET lastaccess = ? WHERE id = ?", (now, t["id"]))
-    return Caller(t["token"], t["id"], t["externalserviceid"], t["contextid"], t["userid"], user["username"], user)
+    company = Company(int(row[-3]), row[-2], row[-1]) if row[-3] is not None else None
+    return Caller(t["token"], t["id"], t["externalserviceid"], t["contextid"], t["userid"], user["username"], user,
+                  company)
 
 
 def check_user(engine: Engine, config: ConfigCache, caller: Caller, now: int) -> None:

@@ -224,7 +224,7 @@ class RestServer:
         call.caller = auth.authenticate(engine, token, call.ip, call.now)
         call.log.set(userid=call.caller.userid, token_hash=token_hash(call.caller.token))
         auth.check_user(engine, site.config, call.caller, call.now)
-        call.company = site.moodle.user_company(call.caller.userid)
+        call.company = call.caller.company
         if call.company:
             call.log.set(companyid=call.company.id, company_shortname=call.company.shortname)
         call.authenticated = True
