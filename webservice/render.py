@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii
 
 import orjson
 
@@ -12,15 +13,34 @@ from webservice.errors import MoodleException
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _XML_SPECIAL = re.compile("[&<>\"\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
-_NON_ASCII = re.compile("[^\x00-\x7f]")
+_NON_ASCII = re.compile("[^\x00-\x7f]+")
+
+
+_ASTRAL = re.compile(rb"\\U([0-9a-f]{8})")
 
 
 def _u_escape(match: re.Match) -> str:
-    code = ord(match.group(0))
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    code -= 0x10000
-    return f"\\u{0xd800 + (code >> 10):04x}\\u{0xdc00 + (code & 0x3ff):04x}"
+    """A run of non-ASCII characters as json.dumps writes it (\\uXXXX, surrogate pairs)."""
+    return encode_basestring_ascii(match.group(0))[1:-1]
+
+
+def _pair(match: re.Match) -> bytes:
+    code = int(match.group(1), 16) - 0x10000
+    return b"\\u%04x\\u%04x" % (0xd800 + (code >> 10), 0xdc00 + (code & 0x3ff))
+
+
+def _ascii(data: bytes) -> bytes:
+    """JSON text with every non-ASCII character written \\uXXXX. Python's C codec does the work
+    (`backslashreplace`: \\xNN, \\uNNNN, \\UNNNNNNNN), then \\xNN becomes \\u00NN and \\U a surrogate
+    pair; a scan of every character would take ten times as long on a page of 300 KB. A literal
+    backslash before such an escape (`\\\\x…` in the text) would be ambiguous: that rare answer
+    takes the character-by-character path."""
+    text = data.decode("utf-8", "surrogatepass")
+    escaped = text.encode("ascii", "backslashreplace")
+    if b"\\\\x" in escaped or b"\\\\U" in escaped:
+        return _NON_ASCII.sub(_u_escape, text).encode("ascii")
+    escaped = escaped.replace(b"\\x", b"\\u00")
+    return _ASTRAL.sub(_pair, escaped) if b"\\U" in escaped else escaped
 
 
 _EMPTY_OBJECT = re.compile(rb'"(?:[^"\\]|\\.)*"|\{\}')  # a string (skipped), or `{}` outside one
@@ -44,7 +64,7 @@ def to_json(value) -> bytes:
     if b"{}" in data:  # rare: only then is the answer scanned for the strings to leave alone
         data = _EMPTY_OBJECT.sub(_empty_array, data)
     if not data.isascii():  # names with accents: escaped like PHP, only where there are any
-        data = _NON_ASCII.sub(_u_escape, data.decode("utf-8", "surrogatepass")).encode("ascii")
+        data = _ascii(data)
     return data.replace(b"/", b"\\/")
 
 

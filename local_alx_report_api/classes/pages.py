@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
+from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from local_alx_report_api.classes.company_settings import FIELDS
 from local_alx_report_api.classes.progress import Progress
+from local_alx_report_api.classes.reporting import hundredths
 
 QUARTER = 900  # every UTC offset of today's time zones is a multiple of 15 minutes
 
@@ -47,12 +50,35 @@ class LocalTimes:
         return f"{known[0]}{known[1] + minutes:02d}:{seconds:02d}"
 
 
+@functools.lru_cache(maxsize=8)
+def local_times(timezone: str) -> LocalTimes:
+    """The worker's formatter for a zone: its quarter-hour memo serves every request."""
+    return LocalTimes(ZoneInfo(timezone))
+
+
+def _element(userid: int, firstname: str, lastname: str, email: str, courseid: int, coursename: str, completed: int,
+             started: int, percentage: float, status: str, fields: tuple[str, ...], readable: LocalTimes) -> dict:
+    full = {"userid": userid, "firstname": firstname, "lastname": lastname, "email": email, "courseid": courseid,
+            "coursename": coursename, "timecompleted": readable(completed), "timecompleted_unix": completed,
+            "timestarted": readable(started), "timestarted_unix": started, "percentage": percentage,
+            "status": status}
+    return full if fields == FIELDS else {key: full[key] for key in fields}
+
+
 def element(row: Progress, fields: tuple[str, ...], readable: LocalTimes, *, deleted: bool = False) -> dict:
     """One response element with only the enabled keys, in response order; a tombstone carries
     its last stored values and the status `deleted` (course-progress.md 10)."""
-    full = {"userid": row.userid, "firstname": row.firstname, "lastname": row.lastname, "email": row.email,
-            "courseid": row.courseid, "coursename": row.coursename, "timecompleted": readable(row.timecompleted),
-            "timecompleted_unix": row.timecompleted, "timestarted": readable(row.timestarted),
-            "timestarted_unix": row.timestarted, "percentage": row.percentage / 100,
-            "status": "deleted" if deleted else row.status}
-    return full if fields == FIELDS else {key: full[key] for key in fields}
+    return _element(row.userid, row.firstname, row.lastname, row.email, row.courseid, row.coursename,
+                    row.timecompleted, row.timestarted, row.percentage / 100, "deleted" if deleted else row.status,
+                    fields, readable)
+
+
+def table_elements(rows: list[tuple], fields: tuple[str, ...], readable: LocalTimes) -> list[dict]:
+    """`element` of each row as pulls.table_tuples reads it (pulls.TABLE_COLUMNS), without a
+    Progress per row (a page is 1000 of them)."""
+    return [_element(int(userid), firstname, lastname, email, int(courseid), coursename, int(completed), int(started),
+                     # NUMERIC(5,2) as PostgreSQL and MariaDB give it is exact: float() is hundredths / 100
+                     float(percentage) if percentage.__class__ is Decimal else hundredths(percentage) / 100,
+                     "deleted" if gone else status, fields, readable)
+            for userid, courseid, firstname, lastname, email, coursename, completed, started, percentage, status, gone
+            in rows]

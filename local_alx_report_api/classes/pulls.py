@@ -20,8 +20,9 @@ from webservice.external import Encoded
 
 log = logging.getLogger(__name__)
 FUNCTION = "local_alx_report_api_get_course_progress"
-_COLUMNS = ("userid, courseid, firstname, lastname, email, coursename, timecompleted, timestarted, percentage, "
-            "status, is_deleted")
+TABLE_COLUMNS = ("userid", "courseid", "firstname", "lastname", "email", "coursename", "timecompleted",
+                 "timestarted", "percentage", "status", "is_deleted")
+_COLUMNS = ", ".join(TABLE_COLUMNS)
 
 
 @dataclass
@@ -127,6 +128,13 @@ def _row(r) -> Row:
 def table_rows(engine: Engine, req: PageRequest, definition: Definition, *, after: Key | None = None,
                offset: int = 0) -> list[Row]:
     """Rows of the definition in key order: after a key (keyset, O(page)) or by offset (stateless)."""
+    return [_row(r) for r in table_tuples(engine, req, definition, after=after, offset=offset)]
+
+
+def table_tuples(engine: Engine, req: PageRequest, definition: Definition, *, after: Key | None = None,
+                 offset: int = 0) -> list[tuple]:
+    """`table_rows` as the database gives them (TABLE_COLUMNS), for a page that turns them
+    into response elements at once (pages.table_elements)."""
     courses = ", ".join(str(int(c)) for c in req.scope.courses) or "NULL"
     where = ["companyid = ?", f"(is_deleted = 1 OR courseid IN ({courses}))"]
     params: list = [req.companyid]
@@ -143,7 +151,7 @@ def table_rows(engine: Engine, req: PageRequest, definition: Definition, *, afte
         params += [after[0], after[0], after[0], after[1]]
     sql = (f"SELECT {_COLUMNS} FROM {{t:local_alx_api_reporting}} WHERE {' AND '.join(where)} "
            f"ORDER BY userid, courseid LIMIT {int(req.limit)}" + (f" OFFSET {int(offset)}" if after is None else ""))
-    return [_row(r) for r in engine.rows(sql, params)]
+    return engine.rows(sql, params)
 
 
 def has_rows(engine: Engine, companyid: int) -> bool:

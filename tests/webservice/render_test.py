@@ -60,7 +60,7 @@ def reference_xml(data, schema) -> bytes:
 SCHEMA = multiple(single({"userid": value("PARAM_INT", required=False), "name": value("PARAM_TEXT", required=False),
                           "pct": value("PARAM_FLOAT", required=False), "ok": value("PARAM_BOOL", required=False),
                           "tags": multiple(value("PARAM_TEXT"), required=False)}))
-texts = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(["", "a/b", "\x7f", "é😀", '"<&>', "{}", '\\"{}'])
+texts = st.text(st.characters(codec="utf-8"), max_size=40) | st.sampled_from(["", "a/b", "\x7f", "é😀", '"<&>', "{}", '\\"{}', "\\xe9 \\\\x41 é\\U0001f600 \\é", "\\😀\\x", "a\\"])
 percentages = st.integers(0, 10000).map(lambda n: n / 100)
 # below 1e-4 json.dumps writes 1e-05 and orjson 0.00001 (PHP: 1.0e-5): no value of ours is that small
 elements = st.fixed_dictionaries({}, optional={

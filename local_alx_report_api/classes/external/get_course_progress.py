@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from zoneinfo import ZoneInfo
-
 from local_alx_report_api.classes import cache, company_settings, pages, pulls, ratelimit
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.lang import get_string
@@ -77,7 +75,7 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
         raise _error("nocompanyassociation")
     engine, companyid = call.engine, call.company.id
     QUERY_COMPANY.set(companyid)
-    readable = pages.LocalTimes(ZoneInfo(call.timezone))
+    readable = pages.local_times(call.timezone)
     fields = settings.fields
     req = pulls.PageRequest(companyid, call.log.fields["token_hash"], call.caller.userid, limit, offset,
                             lambda: Scope.load(engine, companyid, plugin.report_roles, settings.switched_off),
@@ -94,8 +92,9 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
 
     def read_table(definition, after, at_offset, dataversion: int) -> pulls.Slice:
         if not use_cache:
-            rows = pulls.table_rows(engine, req, definition, after=after, offset=at_offset)
-            return pulls.Slice(to_elements(rows), rows[-1].progress.key if rows else None, len(rows))
+            rows = pulls.table_tuples(engine, req, definition, after=after, offset=at_offset)
+            return pulls.Slice(pages.table_elements(rows, fields, readable),
+                               (int(rows[-1][0]), int(rows[-1][1])) if rows else None, len(rows))
         position = f"a{after[0]}-{after[1]}" if after is not None else f"o{at_offset}"
         since = definition.since if definition.mode == "incremental" or definition.deletions else 0
         key = cache.key(companyid, definition.mode, since, position, limit, sig, dataversion)
@@ -106,8 +105,9 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
             status["cache"] = "hit"
             return pulls.Slice(hit.encoded, hit.last, hit.encoded.count)
         status["cache"] = "miss"
-        rows = pulls.table_rows(engine, req, definition, after=after, offset=at_offset)
-        page = cache.Page(call.encode(to_elements(rows)), rows[-1].progress.key if rows else None)
+        rows = pulls.table_tuples(engine, req, definition, after=after, offset=at_offset)
+        page = cache.Page(call.encode(pages.table_elements(rows, fields, readable)),
+                          (int(rows[-1][0]), int(rows[-1][1])) if rows else None)
         cache.write(engine, companyid, key, page, call.format, call.now, settings.get("cache_ttl_minutes"))
         return pulls.Slice(page.encoded, page.last, len(rows))
 

@@ -28,3 +28,28 @@ def test_every_second_around_a_change_and_in_a_half_hour_zone():
         times = LocalTimes(ZoneInfo(zone))
         for ts in range(start, start + 3600):
             assert times(ts) == times.exact(ts), (zone, ts)
+
+
+def test_elements_from_table_rows_are_the_elements_of_their_progress(db):
+    """pages.table_elements (a page's fast path) gives what pages.element gives for the same
+    rows, on every engine's types (Decimal or float percentages), tombstones included."""
+    from local_alx_report_api.classes import pages, pulls
+    from local_alx_report_api.classes.company_settings import FIELDS
+    from local_alx_report_api.classes.progress import Scope
+    from local_alx_report_api.task import sync_reporting_data_task as sync_task
+    from tests.sites import NOW, full_company, new_site
+    from tests.tasks import task_env
+
+    b = new_site(db)
+    full_company(b, users=12, courses=3)
+    sync_task.execute(task_env(db, NOW))
+    db.execute("UPDATE {t:local_alx_api_reporting} SET percentage = 66.67 WHERE userid % 3 = 0")
+    db.execute("UPDATE {t:local_alx_api_reporting} SET is_deleted = 1 WHERE userid % 5 = 0")
+    req = pulls.PageRequest(1, "h", 0, 100, 0, Scope.load(db, 1, ["student"]), 0, 24, True, True, NOW, "UTC")
+    definition = pulls.Definition("full", 0, 10**9, True)
+    readable = pages.local_times("Europe/London")
+    for fields in (FIELDS, ("email", "percentage", "status")):
+        rows = pulls.table_rows(db, req, definition, after=(0, 0))
+        expected = [pages.element(r.progress, fields, readable, deleted=r.deleted) for r in rows]
+        assert pages.table_elements(pulls.table_tuples(db, req, definition, after=(0, 0)), fields, readable) == expected
+        assert any(e.get("percentage") == 66.67 for e in expected) and any(e["status"] == "deleted" for e in expected)
