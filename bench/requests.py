@@ -2,7 +2,7 @@
 an earlier commit's code (`--baseline REF`, unpacked with `git archive`) and by this checkout's,
 one after the other in one run, each with `serve --workers 4`; then this checkout's code with
 gthread workers, to choose the worker model. Every latency is the median of `repeat` requests
-over one keep-alive connection after 3 warm-ups; floors are the same statements through the
+over one client connection after WARM warm-ups; floors are the same statements through the
 bare driver, measured once in the same run."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from moodle_core import engines
 from moodle_core.moodle import Moodle
 
 ROOT = Path(__file__).resolve().parent.parent
+WARM = 12  # requests before each series: 3 for each of the 4 workers (a connection goes to any of them)
 
 
 def unpack(ref: str) -> tuple[Path, str]:
@@ -150,11 +151,11 @@ class RequestPath:
 
         def series(fmt="json", before=None, function=pulls.FUNCTION, **params):
             samples = []
-            for i in range(3 + n):
+            for i in range(WARM + n):
                 if before:
                     before()
                 elapsed, _ = client.call(token, function, fmt, **params)
-                if i >= 3:
+                if i >= WARM:
                     samples.append(elapsed)
             return stats(samples)
 
@@ -201,7 +202,7 @@ def markdown(r: dict) -> str:
     names = list(r["variants"])
     before, after = names[0], names[1]
     lines = [f"### Request path, {r['db']} {r['size']} ({r['started']}, code {r['commit']}, before = {r['baseline']})",
-             "", "Medians of " + str(r["repeat"]) + " requests after 3 warm-ups (ms); the ratio is against the floor "
+             "", "Medians of " + str(r["repeat"]) + f" requests after {WARM} warm-ups (ms); the ratio is against the floor "
              "(the same statement with the bare driver, measured in this run).", "",
              "| measurement | floor | before | after | after / floor | before → after | target |",
              "|---|---|---|---|---|---|---|"]
