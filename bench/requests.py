@@ -75,7 +75,7 @@ class RequestPath:
                            "timecreated, timemodified) VALUES (?, 'enable_cache', 0, ?, ?)", (company.id, now, now))
         seqs = sorted(int(r[0]) for r in engine.rows("SELECT change_seq FROM {t:local_alx_api_reporting} WHERE "
                                                      "companyid = ?", (self.big.id,)))
-        self.since = seqs[len(seqs) // 2]  # an incremental pull that gets half the company's rows
+        self.since = seqs[-5 * LIMIT]  # an incremental pull of the company's last 5000 changes
         self.pages = [max(1, min(20, self._rows(engine, c.id) // LIMIT)) for c in self.mixed]
         engine.db.close()
 

@@ -167,8 +167,9 @@ def authenticate(engine: Engine, token: str, ip: str, now: int) -> Caller:
                          "c.id", "c.shortname", "c.name"])
     row = engine.execute(
         f"SELECT {columns} FROM {{t:external_tokens}} t LEFT JOIN {{t:user}} u ON u.id = t.userid "
-        "LEFT JOIN ({t:company_users} cu JOIN {t:company} c ON c.id = cu.companyid) ON cu.userid = t.userid "
-        "WHERE t.token = ? AND t.tokentype = 0 ORDER BY t.id, CASE WHEN c.id IS NULL THEN 1 ELSE 0 END, c.id LIMIT 1",
+        "LEFT JOIN {t:company} c ON c.id = (SELECT MIN(cu.companyid) FROM {t:company_users} cu "
+        "WHERE cu.userid = t.userid AND EXISTS (SELECT 1 FROM {t:company} m WHERE m.id = cu.companyid)) "
+        "WHERE t.token = ? AND t.tokentype = 0 ORDER BY t.id LIMIT 1",
         (token,)).fetchone() if token and "\x00" not in token else None
     if row is None:
         raise MoodleException("invalidtoken", "Invalid token - token not found")
