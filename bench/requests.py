@@ -184,6 +184,9 @@ class RequestPath:
             self.variant(f"before ({commit})", code)
             self.variant("after", None)
             self.floors()
+            # throughput varies from run to run on a shared 2-core machine: a second round of each
+            self.variant(f"before ({commit}), second round", code, latencies=False)
+            self.variant("after, second round", None, latencies=False)
             self.variant("after, gthread 4 threads", None, ("--threads", "4"), latencies=False)
         finally:
             subprocess.run(["rm", "-rf", str(code)])
@@ -221,6 +224,13 @@ def markdown(r: dict) -> str:
         if t:
             mix = " / ".join(str(t["mix"].get(k, 0)) for k in ("hit", "miss", "off"))
             lines.append(f"| {name} | {t['requests_per_second']} | {t['non_2xx']} | {mix} |")
+    rates = {name: got["throughput"]["requests_per_second"] for name, got in r["variants"].items()
+             if got.get("throughput") and "gthread" not in name}
+    before_rate = sum(v for k, v in rates.items() if k.startswith("before"))
+    after_rate = sum(v for k, v in rates.items() if k.startswith("after"))
+    if before_rate and after_rate:
+        lines += ["", f"Throughput after / before, both rounds: **{after_rate / before_rate:.2f}×** "
+                  "(target ≥ 3×)."]
     return "\n".join(lines) + "\n"
 
 
