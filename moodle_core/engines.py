@@ -114,11 +114,12 @@ class Engine:
         text = re.sub(r"\{t:(\w+)\}", lambda m: self.table(m.group(1)), text)
         return text if self.db.param == "?" else text.replace("%", "%%").replace("?", self.db.param)
 
-    def execute(self, text: str, params=()):
+    def execute(self, text: str, params=(), *, retry: bool = True):
         """One statement. Outside a transaction it is a unit of work of its own: a transient
-        error (a lost connection, a busy file) is retried `retry_attempts` times in all."""
+        error (a lost connection, a busy file) is retried `retry_attempts` times in all (not
+        with `retry=False`: a write that must not hold an answer back during an outage)."""
         sql, values = self.sql(text), tuple(params)
-        if self.retry_attempts > 1 and not self.db.in_transaction():
+        if retry and self.retry_attempts > 1 and not self.db.in_transaction():
             return self.retrying(lambda: self._run(sql, values), self.retry_attempts, self.retry_base_delay,
                                  "a statement")
         return self._run(sql, values)
@@ -511,13 +512,20 @@ class PostgresEngine(Engine):
         return isinstance(exc, peewee.OperationalError) or code in ("40001", "40P01", "55P03")
 
     def compress_fast(self, table, column):
-        has_lz4 = self.scalar("SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
-                              "AND 'lz4' = ANY(enumvals)")
-        current = self.scalar("SELECT attcompression FROM pg_attribute WHERE attrelid = CAST(? AS regclass) "
-                              "AND attname = ?", (self.table(table), column))
-        if not has_lz4 or current == "l":
+        # PostgreSQL 14 and newer, built with lz4; a table the install user does not own keeps pglz
+        if not self.scalar("SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' "
+                           "AND 'lz4' = ANY(enumvals)"):
             return False
-        self.db.execute_sql(f"ALTER TABLE {self.table(table)} ALTER COLUMN {self.quote(column)} SET COMPRESSION lz4")
+        if self.scalar("SELECT attcompression FROM pg_attribute WHERE attrelid = CAST(? AS regclass) AND attname = ?",
+                       (self.table(table), column)) == "l":
+            return False
+        try:
+            with self.db.atomic():
+                self.db.execute_sql(f"ALTER TABLE {self.table(table)} ALTER COLUMN {self.quote(column)} "
+                                    "SET COMPRESSION lz4")
+        except peewee.DatabaseError as exc:
+            log.warning("cache pages keep the default compression: %s", first_line(exc))
+            return False
         return True
 
     @contextlib.contextmanager

@@ -28,15 +28,17 @@ def service_env(engine, settings_dir: Path) -> dict[str, str]:
 
 
 @contextmanager
-def gunicorn(engine, settings_dir: Path, workers: int, **settings: str) -> Iterator[str]:
+def gunicorn(engine, settings_dir: Path, workers: int, threads: int = 1, **settings: str) -> Iterator[str]:
     """`serve` against `engine` (its connection is closed first) until the block ends; yields the
-    base URL (`http://127.0.0.1:PORT/`) once the server answers. `settings`: more ALX_* variables."""
+    base URL (`http://127.0.0.1:PORT/`) once the server answers. `settings`: more ALX_* variables;
+    `threads` > 1: gthread workers."""
     engine.db.close()
     port = free_port()
     env = {**os.environ, **service_env(engine, settings_dir), **settings}
     output = open(settings_dir / f"serve-{port}.log", "w+")  # a file: a full pipe would block the workers
     proc = subprocess.Popen([sys.executable, "-m", "local_alx_report_api.cli", "serve", "--bind",
-                             f"127.0.0.1:{port}", "--workers", str(workers)], env=env, stdout=output,
+                             f"127.0.0.1:{port}", "--workers", str(workers), "--threads", str(threads)], env=env,
+                            stdout=output,
                             stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 30

@@ -39,9 +39,10 @@ class ConfigCache:
         self._fresh()
         if self.seconds == 0:
             return read()
-        if key not in self._remembered:
-            self._remembered[key] = read()
-        return self._remembered[key]
+        remembered = self._remembered  # one period's dict, even if another thread starts the next
+        if key not in remembered:
+            remembered[key] = read()
+        return remembered[key]
 
 
 def webservices_enabled(config: ConfigCache) -> bool:

@@ -53,7 +53,7 @@ class RequestLog:
                 values = self._values()
                 sets = ", ".join(f"{c} = ?" for c in values)
                 self.engine.execute(f"UPDATE {{t:local_alx_api_logs}} SET {sets} WHERE id = ?",
-                                    [*values.values(), self.row_id])
+                                    [*values.values(), self.row_id], retry=False)
         except DATABASE_ERRORS as exc:  # the request is answered anyway; keep its fields (no traceback:
             # during an outage every request comes here)
             log.error("could not write the request log row (%s): %s", first_line(exc),

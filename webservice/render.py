@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
@@ -9,6 +11,7 @@ from json.encoder import encode_basestring_ascii
 import orjson
 
 from webservice.errors import MoodleException
+from webservice.external import once_per_description
 
 XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -58,7 +61,6 @@ def to_json(value) -> bytes:
     try:
         data = orjson.dumps(value)
     except TypeError:  # a string orjson refuses (a lone surrogate), an integer beyond 64 bits
-        import json
         data = json.dumps(value, ensure_ascii=False, separators=(",", ":"),
                           allow_nan=False).encode("utf-8", "surrogatepass")
     if b"{}" in data:  # rare: only then is the answer scanned for the strings to leave alone
@@ -88,8 +90,10 @@ def _scalar_text(value) -> str:
         return xml_escape(value)
     if isinstance(value, bool):
         return "1" if value else "0"
+    if value.__class__ is int or (value.__class__ is float and math.isfinite(value)):
+        return repr(value)  # what json.dumps writes for these, at a fraction of its cost
     if isinstance(value, int | float):
-        return orjson.dumps(value).decode()
+        return json.dumps(value)  # NaN as NaN, as before
     return xml_escape(str(value))
 
 
@@ -115,18 +119,9 @@ def _xml_value(value, schema: dict | None, out: list[str]) -> None:
         out.append(f"<VALUE>{_scalar_text(value)}</VALUE>\n")
 
 
-_WRITERS: dict[int, tuple[dict, Callable]] = {}  # id(schema) → (schema, its writer); the schema is kept alive
-
-
+@once_per_description
 def _writer(schema: dict) -> Callable:
-    """The XML writer of a description, built once (a page of 1000 elements is 12000 values)."""
-    known = _WRITERS.get(id(schema))
-    if known is None:
-        known = _WRITERS[id(schema)] = (schema, _build_writer(schema))
-    return known[1]
-
-
-def _build_writer(schema: dict) -> Callable:
+    """The XML writer of a description."""
     kind = schema["type"]
     if kind == "object":
         keys = [(f'<KEY name="{key}">', key, _writer(sub), sub["type"] in ("object", "array"))

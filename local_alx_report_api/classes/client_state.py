@@ -38,16 +38,18 @@ def ensure(engine: Engine, companyid: int, thash: str, userid: int, now: int) ->
         pass
 
 
-def lock(engine: Engine, companyid: int, thash: str, userid: int | None = None, now: int = 0) -> dict:
+class Missing(Exception):
+    """The token has no row yet: create it (`ensure`, outside the locking transaction) and try again."""
+
+
+def lock(engine: Engine, companyid: int, thash: str) -> dict:
     """The row, locked for the rest of the transaction (FOR UPDATE, or SQLite's write lock);
-    `state_data` decoded as `data`. With `userid`, a missing row is created first (in the
-    transaction: the first page of a token costs one statement more, the others none)."""
-    sql = (f"SELECT {', '.join(_LOCKED)} FROM {_ROW} WHERE companyid = ? AND token_hash = ?"
-           f"{engine.for_update}")
-    row = engine.execute(sql, (companyid, thash)).fetchone()
-    if row is None and userid is not None:
-        ensure(engine, companyid, thash, userid, now)
-        row = engine.execute(sql, (companyid, thash)).fetchone()
+    `state_data` decoded as `data`. Raises Missing when there is none: creating it here, after a
+    FOR UPDATE that found nothing, could deadlock two first pages on MariaDB's gap locks."""
+    row = engine.execute(f"SELECT {', '.join(_LOCKED)} FROM {_ROW} WHERE companyid = ? AND token_hash = ?"
+                         f"{engine.for_update}", (companyid, thash)).fetchone()
+    if row is None:
+        raise Missing()
     state = dict(zip(_LOCKED, row, strict=True))
     state["data"] = load_data(state.pop("state_data"))
     return state

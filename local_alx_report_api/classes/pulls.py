@@ -348,10 +348,15 @@ def serve(engine: Engine, req: PageRequest, *, read_table, to_elements, attempts
             return _unit(engine, req, read_table, to_elements, None, free)
 
     try:
-        return engine.retrying(unit, attempts, base_delay, "page read")
+        try:
+            return engine.retrying(unit, attempts, base_delay, "page read")
+        except client_state.Missing:  # the token's first page: its row is made, then the page is read
+            client_state.ensure(engine, req.companyid, req.token_hash, req.userid, req.now)
+            return engine.retrying(unit, attempts, base_delay, "page read")
     except DATABASE_ERRORS as exc:  # only the database's errors: a bug is raised as it is
         log.error("reporting table read failed; answering from live data", exc_info=True)
         failure = exc
+    client_state.ensure(engine, req.companyid, req.token_hash, req.userid, req.now)
     with engine.write_transaction():
         return _unit(engine, req, read_table, to_elements, type(failure).__name__, free)
 
@@ -386,12 +391,14 @@ def _start(engine: Engine, req: PageRequest, state: dict, pulls: list[dict], unt
 
 
 def _unit(engine: Engine, req: PageRequest, read_table, to_elements, fallback: str | None, free: bool) -> Outcome:
-    state = client_state.lock(engine, req.companyid, req.token_hash, req.userid, req.now)
+    state = client_state.lock(engine, req.companyid, req.token_hash)
     # after a failed read of the table (fallback), only the counter: the table is not touched again
     if fallback is not None:
         version, filled = company_state.current(engine, req.companyid), False
     else:
         version, filled = req.table or company_state.current_and_filled(engine, req.companyid)
+        if version < int(state["change_seq"] or 0):  # another pull of the token read a newer counter
+            version = company_state.current(engine, req.companyid)  # since the early read: read it again
     pulls = open_pulls(state["data"], req.now)
     state["data"].pop("pull", None)
     state["data"]["open"] = pulls

@@ -18,16 +18,19 @@ from tests.webapp import FUNCTION
 
 
 @pytest.fixture
-def server(db, tmp_path):
+def server(db, tmp_path, request):
     site = generator.generate(db, companies=1, users=10, seed=5)
     installer.install(db, int(time.time()))
     db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
                "timemodified) VALUES (1, 'rate_limit', 20, 0, 0)")
-    with gunicorn(db, tmp_path, workers=4) as base:
+    workers, threads = getattr(request, "param", (4, 1))
+    with gunicorn(db, tmp_path, workers=workers, threads=threads) as base:
         yield base + "webservice/rest/server.php", site.tokens[0][0]
 
 
+@pytest.mark.parametrize("server", [(4, 1), (2, 4)], indirect=True, ids=["sync", "gthread"])
 def test_four_workers_admit_exactly_the_limit_of_fifty_simultaneous_requests(server):
+    """Sync workers, and gthread workers (`serve --threads`): each thread has its own connection."""
     url, token = server
     body = urlencode({"wstoken": token, "wsfunction": FUNCTION, "moodlewsrestformat": "json", "limit": 5}).encode()
     results, start = [], threading.Barrier(50)

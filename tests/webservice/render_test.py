@@ -83,3 +83,6 @@ def test_xml_is_the_reference_encoding(page):
 def test_strings_orjson_refuses_and_huge_integers_take_the_standard_path():
     data = {"lone": "a\ud800b", "big": 2**70}
     assert render.to_json(data) == b'{"lone":"a\\ud800b","big":1180591620717411303424}'
+    schema = single({"big": value("PARAM_INT"), "nan": value("PARAM_FLOAT"), "small": value("PARAM_FLOAT")})
+    assert render.to_xml({"big": 2**70, "nan": float("nan"), "small": 1e-7}, schema) == reference_xml(
+        {"big": 2**70, "nan": float("nan"), "small": 1e-7}, schema)

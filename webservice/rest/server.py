@@ -235,8 +235,11 @@ class RestServer:
         if not function:
             raise InvalidParameterException("Missing function name")
         implemented = site.registry.functions.get(function)
-        known = "\x00" not in function and site.config.remember(("function", function), lambda: engine.scalar(
-            "SELECT id FROM {t:external_functions} WHERE name = ?", (function,)) is not None)
+        def in_table() -> bool:
+            return engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?", (function,)) is not None
+        # reused only for the functions this service has (a name from the client would grow the memo)
+        known = "\x00" not in function and (site.config.remember(("function", function), in_table)
+                                            if implemented is not None else in_table())
         if implemented is None or not known:
             if known:
                 log.warning("function %s is in external_functions but not implemented by this service", function)

@@ -196,3 +196,26 @@ def test_simultaneous_pages_of_one_token_are_handled_one_at_a_time(big):
     [pull] = client.open()
     assert (pull["next_offset"], pull["prev_offset"]) == (100, 50)  # one next, then repeats of it
     assert pull["pages"] == 5  # no update was lost: each request saw the state the one before left
+
+
+def test_a_counter_read_before_another_pull_completed_never_ends_below_the_watermark(big):
+    """The counter is read with the settings, before the pull's lock (decision 118). If another
+    pull of the token completed in between with a newer counter (its watermark), the pull reads
+    the counter again: `until` is never below `since`, and the watermark never moves back."""
+    from local_alx_report_api.classes.progress import Scope
+    from webservice.call import token_hash
+
+    db, _, token = big
+    client = Client(db, token)
+    assert len(client.page(1000, 0)) == 300  # a completed full pull: the watermark is the counter
+    watermark = client.state()["watermark"]
+    assert watermark == company_state.current(db, 1) > 1
+    db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
+               "timemodified) VALUES (1, 'sync_mode', 1, 0, 0)")  # Always incremental
+    uid = db.scalar("SELECT userid FROM {t:external_tokens} WHERE token = ?", (token,))
+    req = pulls.PageRequest(1, token_hash(token), uid, 1000, 0, lambda: Scope.load(db, 1, ["student"]), 1, 24, True,
+                            True, NOW + 60, "UTC", table=(watermark - 1, True))  # read before that pull ended
+    outcome = pulls.serve(db, req, read_table=lambda d, a, o, v: pulls.Slice([], None, 0), to_elements=list,
+                          attempts=1, base_delay=0)
+    assert (outcome.definition.since, outcome.definition.until) == (watermark, watermark)
+    assert client.state()["watermark"] == watermark
