@@ -17,8 +17,6 @@ XML_HEAD = '<?xml version="1.0" encoding="UTF-8" ?>\n'
 _XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _XML_SPECIAL = re.compile("[&<>\"\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 _NON_ASCII = re.compile("[^\x00-\x7f]+")
-
-
 _ASTRAL = re.compile(rb"\\U([0-9a-f]{8})")
 
 

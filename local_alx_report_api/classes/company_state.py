@@ -61,7 +61,9 @@ def current(engine: Engine, companyid: int) -> int:
 def table_state_select(companyid: int) -> tuple[str, tuple]:
     """A SELECT of two (name, value) rows: (".dataversion", `current`) and (".filled", 1 when the
     reporting table holds any row of the company, else 0): both asked by every page request, so
-    a caller can add them to another read (UNION ALL) instead of a round trip of their own."""
+    a caller can add them to another read (UNION ALL) instead of a round trip of their own. The
+    fill check is ordered by the (companyid, change_seq) index: a bare LIMIT 1 can be planned as a
+    sequential scan that passes every row of the companies stored before this one."""
     return (f"SELECT '.dataversion', change_seq FROM {_ROW} WHERE companyid = ? AND token_hash = ? UNION ALL "
             "SELECT '.filled', COUNT(*) FROM (SELECT 1 AS one FROM {t:local_alx_api_reporting} WHERE companyid = ? "
             "ORDER BY companyid, change_seq LIMIT 1) f", (companyid, _hash(companyid), companyid))

@@ -155,10 +155,8 @@ def table_tuples(engine: Engine, req: PageRequest, definition: Definition, *, af
 
 
 def has_rows(engine: Engine, companyid: int) -> bool:
-    # ordered by the (companyid, change_seq) index: a bare LIMIT 1 can be planned as a sequential
-    # scan that passes every row of the companies stored before this one
-    return engine.scalar("SELECT 1 FROM {t:local_alx_api_reporting} WHERE companyid = ? "
-                         "ORDER BY companyid, change_seq LIMIT 1", (companyid,)) is not None
+    """Whether the company's table holds any row (the API serves from it once it does)."""
+    return company_state.current_and_filled(engine, companyid)[1]
 
 
 def live_page(engine: Engine, req: PageRequest, *, after: Key | None, offset: int) -> list[Row]:

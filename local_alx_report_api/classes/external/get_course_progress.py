@@ -90,11 +90,14 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
     def to_elements(rows) -> list[dict]:
         return [pages.element(r.progress, fields, readable, deleted=r.deleted) for r in rows]
 
+    def from_table(definition, after, at_offset) -> pulls.Slice:
+        rows = pulls.table_tuples(engine, req, definition, after=after, offset=at_offset)
+        return pulls.Slice(pages.table_elements(rows, fields, readable),
+                           (int(rows[-1][0]), int(rows[-1][1])) if rows else None, len(rows))
+
     def read_table(definition, after, at_offset, dataversion: int) -> pulls.Slice:
         if not use_cache:
-            rows = pulls.table_tuples(engine, req, definition, after=after, offset=at_offset)
-            return pulls.Slice(pages.table_elements(rows, fields, readable),
-                               (int(rows[-1][0]), int(rows[-1][1])) if rows else None, len(rows))
+            return from_table(definition, after, at_offset)
         position = f"a{after[0]}-{after[1]}" if after is not None else f"o{at_offset}"
         since = definition.since if definition.mode == "incremental" or definition.deletions else 0
         key = cache.key(companyid, definition.mode, since, position, limit, sig, dataversion)
@@ -105,11 +108,10 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
             status["cache"] = "hit"
             return pulls.Slice(hit.encoded, hit.last, hit.encoded.count)
         status["cache"] = "miss"
-        rows = pulls.table_tuples(engine, req, definition, after=after, offset=at_offset)
-        page = cache.Page(call.encode(pages.table_elements(rows, fields, readable)),
-                          (int(rows[-1][0]), int(rows[-1][1])) if rows else None)
+        served = from_table(definition, after, at_offset)
+        page = cache.Page(call.encode(served.elements), served.last)
         cache.write(engine, companyid, key, page, call.format, call.now, settings.get("cache_ttl_minutes"))
-        return pulls.Slice(page.encoded, page.last, len(rows))
+        return pulls.Slice(page.encoded, page.last, served.count)
 
     # a database error that survived the retries and the live fallback reaches the REST server,
     # which answers dmlreadexception or dbconnectionfailed
