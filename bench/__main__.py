@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=30, help="requests per latency (default 30)")
     p.add_argument("--baseline", default="801bf68", help="the code before (a git ref; default: before issue 15)")
     p.add_argument("--url", help="database URL (default: as for run)")
-    p.add_argument("--no-include", action="store_true", help="do not update BENCHMARKS.md")
+    p.add_argument("--no-include", action="store_true",
+                   help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
     args = parser.parse_args(argv)
     if args.command == "parse":
         from bench import parse
@@ -68,12 +69,15 @@ def main(argv: list[str] | None = None) -> int:
 
         results, md = requests.main(args.db, size, url, args.repeat, args.baseline, say)
         stem = f"{time.strftime('%Y-%m-%d')}-requests-{args.db}-{size.name}"
-        run.RESULTS.mkdir(parents=True, exist_ok=True)
-        (run.RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
-        (run.RESULTS / f"{stem}.md").write_text(md)
+        # a trial (--no-include) leaves the recorded results alone: its files go to bench/work/
+        folder = fixture.WORK if args.no_include else run.RESULTS
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+        (folder / f"{stem}.md").write_text(md)
         print(md)
+        say(f"results: {folder / stem}.json and .md")
         if not args.no_include:
-            include(run.RESULTS / f"{stem}.md", f"requests-{args.db}", size.name)
+            include(folder / f"{stem}.md", f"requests-{args.db}", size.name)
         return 0
     if args.rebuild:
         fixture.recreate(url)

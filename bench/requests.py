@@ -113,7 +113,7 @@ class RequestPath:
         env = dict(self.env)
         if code is not None:
             env["PYTHONPATH"] = str(code)
-        self.say(f"{label}: serve --workers 4 {' '.join(extra)}")
+        self.say(" ".join([f"{label}: serve --workers 4", *extra]))
         server = load.Server(env, workers=4, extra=extra)
         got: dict = {}
         try:
@@ -207,7 +207,7 @@ def markdown(r: dict) -> str:
     lines = [f"### Request path, {r['db']} {r['size']} ({r['started']}, code {r['commit']}, before = {r['baseline']})",
              "", "Medians of " + str(r["repeat"]) + f" requests after {WARM} warm-ups (ms); the ratio is against the floor "
              "(the same statement with the bare driver, measured in this run).", "",
-             "| measurement | floor | before | after | after / floor | before → after | target |",
+             "| measurement | floor | before | after | after / floor | before / after | target |",
              "|---|---|---|---|---|---|---|"]
     for key, label, floor_key, target in ROWS:
         b, a = r["variants"][before].get(key), r["variants"][after].get(key)
@@ -216,7 +216,7 @@ def markdown(r: dict) -> str:
             continue
         ratio = f"{a['median'] / fl['median']:.1f}×" if fl else ""
         lines.append(f"| {label} | {fl['median'] if fl else ''} | {b['median']} | {a['median']} | {ratio} | "
-                     f"{b['median'] / a['median']:.1f}× faster | {target} |")
+                     f"{b['median'] / a['median']:.1f}× | {target} |")
     lines += ["", "| throughput, wrk, 4 connections, mixed pulls (20 s) | requests/s | non-2xx | hit / miss / off |",
               "|---|---|---|---|"]
     for name, got in r["variants"].items():

@@ -273,7 +273,7 @@ def cmd_serve(args) -> int:
             return create_app(settings)  # in each worker: its own connections
 
     print(f"Serving {ctx.engine.describe()} on http://{args.bind}/webservice/rest/server.php "
-          f"with {args.workers} workers", flush=True)
+          f"with {args.workers} workers" + (f" of {args.threads} threads" if args.threads > 1 else ""), flush=True)
     Server().run()
     return 0
 
