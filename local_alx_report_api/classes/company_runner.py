@@ -4,12 +4,13 @@ slow-query lines, and isolate a failure so that it never stops the other compani
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from moodle_core.engines import QUERY_COMPANY, Engine, LockBusy
+from moodle_core.engines import QUERY_COMPANY, Engine, LockBusy, LockSet
 from moodle_core.moodle import Company
 
 log = logging.getLogger(__name__)
@@ -37,14 +38,34 @@ def label(company: Company) -> str:
     return f"Company {company.id} ({company.shortname})"
 
 
+def lock_name(companyid: int) -> str:
+    return f"company_{companyid}"
+
+
+@contextlib.contextmanager
+def _held(engine: Engine, companyid: int, lock_wait: float, locks: LockSet | None):
+    if locks is None:
+        with engine.lock(lock_name(companyid), timeout=lock_wait):
+            yield
+        return
+    name = lock_name(companyid)
+    if not locks.take([name]):
+        raise LockBusy(name)
+    try:
+        yield
+    finally:
+        locks.release([name])
+
+
 def run(engine: Engine, company: Company, work: Callable[[], tuple[bool, dict]], *, what: str,
-        lock_wait: float = 0.0) -> Outcome:
-    """`work()` under the company's lock, waiting up to `lock_wait` s for it; it returns
-    (complete, result). A failure is logged with its traceback and becomes the outcome."""
+        lock_wait: float = 0.0, locks: LockSet | None = None) -> Outcome:
+    """`work()` under the company's lock, waiting up to `lock_wait` s for it (taken from `locks`,
+    without waiting, when a run holds a lock set); it returns (complete, result). A failure is
+    logged with its traceback and becomes the outcome."""
     began = time.monotonic()
     named = QUERY_COMPANY.set(company.id)
     try:
-        with engine.lock(f"company_{company.id}", timeout=lock_wait):
+        with _held(engine, company.id, lock_wait, locks):
             complete, result = work()
     except LockBusy:
         return Outcome(company, "busy", error=BUSY, seconds=time.monotonic() - began)

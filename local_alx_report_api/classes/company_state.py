@@ -94,12 +94,31 @@ def save(engine: Engine, companyid: int, state: dict, now: int, **columns) -> No
                    (json.dumps(state, separators=(",", ":")), now, *columns.values(), companyid, _hash(companyid)))
 
 
+_COMPLETED = (f"UPDATE {_ROW} SET state_data = ?, updated_at = ?, last_sync_status = 'success', last_sync_error = NULL, "
+              "last_sync_timestamp = ?, last_sync_records = ?, total_syncs = COALESCE(total_syncs, 0) + 1, "
+              "consecutive_failures = 0 WHERE companyid = ? AND token_hash = ?")
+
+
 def completed(engine: Engine, companyid: int, state: dict, now: int, changed: int) -> None:
     """A sync run completed: the state, and one more success in a row of none failed."""
-    total = engine.scalar(f"SELECT total_syncs FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
-                          (companyid, _hash(companyid))) or 0
-    save(engine, companyid, state, now, last_sync_status="success", last_sync_error=None, last_sync_timestamp=now,
-         last_sync_records=changed, total_syncs=int(total) + 1, consecutive_failures=0)
+    completed_many(engine, [(companyid, state, changed)], now)
+
+
+def completed_many(engine: Engine, runs: list[tuple[int, dict, int]], now: int) -> None:
+    """Several companies' completed sync runs, (companyid, state, rows changed) each, written
+    together (a run records the companies where nothing changed at once)."""
+    engine.executemany(_COMPLETED, [(json.dumps(state, separators=(",", ":")), now, now, changed, companyid,
+                                     _hash(companyid)) for companyid, state, changed in runs])
+
+
+def raw_states(engine: Engine, companyids: list[int] | None = None) -> dict[int, str | None]:
+    """Each company's state_data as stored (companies without a row are absent)."""
+    sql = f"SELECT companyid, state_data FROM {_ROW} WHERE kind = 'cron'"
+    if companyids is not None:
+        if not companyids:
+            return {}
+        sql += f" AND companyid IN ({', '.join(str(int(c)) for c in companyids)})"
+    return {int(cid): raw for cid, raw in engine.rows(sql)}
 
 
 def failed(engine: Engine, companyid: int, now: int, error: str) -> int:

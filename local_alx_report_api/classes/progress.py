@@ -124,8 +124,17 @@ class Scope:
              switched_off: frozenset[int] | None = None) -> Scope:
         """`switched_off`: the company's switched-off courses when its settings are read already."""
         scoped = _course_scope_contexts(engine, companyid, switched_off).get(companyid, [])
-        return cls(companyid, tuple(c for c, _ in scoped), tuple(report_role_ids(engine, report_roles)),
-                   tuple((c, x) for c, x in scoped if x is not None))
+        return cls._of(companyid, scoped, tuple(report_role_ids(engine, report_roles)))
+
+    @classmethod
+    def load_all(cls, engine: Engine, companyids: Iterable[int], report_roles: Iterable[str]) -> dict[int, Scope]:
+        """The scopes of many companies in three queries (a sync run)."""
+        scoped, roles = _course_scope_contexts(engine), tuple(report_role_ids(engine, report_roles))
+        return {cid: cls._of(cid, scoped.get(cid, []), roles) for cid in companyids}
+
+    @classmethod
+    def _of(cls, companyid: int, scoped: list[tuple[int, int | None]], roles: tuple[int, ...]) -> Scope:
+        return cls(companyid, tuple(c for c, _ in scoped), roles, tuple((c, x) for c, x in scoped if x is not None))
 
     @property
     def empty(self) -> bool:
@@ -301,14 +310,22 @@ def scope_keys(engine: Engine, scope: Scope, now: int, *, users: Iterable[int] |
                                                          (now, now, scope.companyid))}
 
 
-def scope_difference(engine: Engine, scope: Scope, now: int) -> set[Key]:
+def scope_difference(engine: Engine, scope: Scope, now: int, courses: Iterable[int] | None = None) -> set[Key]:
     """Keys in exactly one of (the live row scope, the company's active reporting rows): the set
-    difference of tasks.md 5.4 computed by the database, so only the differences travel."""
+    difference of tasks.md 5.4 computed by the database, so only the differences travel.
+    `courses`: only pairs of these courses (all of the company's when None)."""
     active = ("SELECT r.userid, r.courseid, 2 AS side FROM {t:local_alx_api_reporting} r "
               "WHERE r.companyid = ? AND r.is_deleted = 0")
-    if scope.empty:
+    wanted = scope.courses
+    if courses is not None:
+        courses = sorted(set(courses))
+        if not courses:
+            return set()
+        active += f" AND r.courseid IN ({_in(courses)})"
+        wanted = tuple(c for c in scope.courses if c in set(courses))
+    if scope.empty or not wanted:
         return {(int(u), int(c)) for u, c, _ in engine.rows(active, (scope.companyid,))}
-    pairs = _pairs_sql(scope, "")
+    pairs = _pairs_sql(scope, "", wanted)
     sql = (f"SELECT k.userid, k.courseid FROM (SELECT g.userid, g.courseid, 1 AS side FROM ({pairs}) g "
            f"UNION ALL {active}) k GROUP BY k.userid, k.courseid HAVING SUM(k.side) <> 3")
     return {(int(u), int(c)) for u, c in engine.rows(sql, (now, now, scope.companyid, scope.companyid))}

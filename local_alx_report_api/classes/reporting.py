@@ -91,12 +91,12 @@ def stored_rows_for(engine: Engine, companyid: int, keys: Iterable[Key]) -> dict
 
 
 def write_batch(engine: Engine, companyid: int, now: int, keys: list[Key], live: dict[Key, Progress],
-                stored: Callable[[], dict[Key, StoredRow]], on_commit: Callable[[], None] | None = None) -> Counts:
+                stored: Callable[[], dict[Key, StoredRow]], on_commit: Callable[[Counts], None] | None = None) -> Counts:
     """Make the reporting rows of `keys` match `live` (absent = out of scope), in one transaction.
 
     Only real changes are written (W2); each gets the next value of the company's counter in key
     order (W1); the counter row lock orders commits (W3, W4). `stored` is read inside the
-    transaction. `on_commit` runs inside it after the writes (e.g. to store a resume key)."""
+    transaction. `on_commit(counts)` runs inside it after the writes (e.g. to store a resume key)."""
     counts = Counts(checked=len(keys))
     if not keys:
         return counts
@@ -133,7 +133,7 @@ def write_batch(engine: Engine, companyid: int, now: int, keys: list[Key], live:
             _insert(engine, companyid, now, inserts, seq)
             _update(engine, now, updates, seq + len(inserts))
         if on_commit:
-            on_commit()
+            on_commit(counts)
     return counts
 
 

@@ -1,175 +1,200 @@
-"""One company's run of `sync_reporting_data_task` (tasks.md 5.3–5.6): detect the pairs whose
-values or scope may have changed, from every timestamped source and by set difference, then
-recompute them in committed batches that a later run can resume."""
+"""A sync run (tasks.md 5.2–5.6): detection once for all of the run's companies (detection.py),
+then each company where something changed, under its lock: the pairs to recompute, in committed
+batches that a later run can resume. The companies where nothing changed are recorded as synced
+together, under their locks, in a few statements for all of them."""
 
 from __future__ import annotations
 
-import logging
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
-from local_alx_report_api.classes import company_runner, company_state, inline_alerts
+from local_alx_report_api.classes import company_runner, company_state, detection, inline_alerts
+from local_alx_report_api.classes.detection import CLOCK_SOURCES, SOURCES, Found, Site
 from local_alx_report_api.classes.progress import Key, Scope, count_scope_union, live_rows, scope_difference, scope_keys
 from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
-from moodle_core.engines import Engine
-
-log = logging.getLogger(__name__)
-SOURCES = ("cmc", "cc_completed", "cc_started", "cc_reaggregate", "ue_created", "ue_modified", "user", "course",
-           "ra", "cm_added")
+from moodle_core.engines import Engine, LockSet
+from moodle_core.moodle import Company
 
 
-def _ints(values) -> str:
-    return ", ".join(str(int(v)) for v in values) or "NULL"
+@dataclass
+class Plan:
+    """One company's part of a run as detection left it: what its processing starts from."""
+
+    company: Company
+    raw: str | None  # its state as read (None: no row yet); processing re-plans when it moved
+    state: dict
+    error: Exception | None  # the state could not be read: the company's run fails with it
+    scope: Scope
+    pending: dict  # the pending run: new, or continued from a stopped run
+    found: Found | None = None  # None: a first (full) sync
+    stored: set[Key] = field(default_factory=set)  # the stored keys of found.users
+    courses: set[int] = field(default_factory=set)  # every pair of these: found or cacherev moved
+    difference: set[int] | None = field(default_factory=set)  # set difference: None all, else these courses
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to recompute: the run only records that it looked."""
+        return (self.error is None and self.found is not None and self.state.get("pending") is None
+                and not (self.found.pairs or self.found.users or self.courses) and self.difference == set())
 
 
-class Detector:
-    """Change detection for one company over its watched courses (tasks.md 5.3 and 5.4)."""
-
-    def __init__(self, engine: Engine, scope: Scope, now: int):
-        self.engine, self.scope, self.now = engine, scope, now
-        c = scope.companyid
-        # Only members and users with rows can have pairs that matter; driving every source from
-        # them (user indexes) keeps detection proportional to the company, not to shared courses.
-        # One round trip: watched courses (tag 0) and users (tag 1).
-        rows = engine.rows(
-            "SELECT 0, courseid FROM {t:company_course} WHERE companyid = ? UNION "
-            "SELECT 0, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ? UNION "
-            "SELECT 1, userid FROM {t:company_users} WHERE companyid = ? UNION "
-            "SELECT 1, userid FROM {t:local_alx_api_reporting} WHERE companyid = ?", (c, c, c, c))
-        self.courses = sorted({int(r[1]) for r in rows if int(r[0]) == 0})
-        self.users = sorted({int(r[1]) for r in rows if int(r[0]) == 1})
-        self.seen: dict[str, int] = {}
-
-    def _note(self, source: str, stamps) -> None:
-        stamps = [int(s) for s in stamps if s is not None]
-        if stamps:
-            self.seen[source] = max(self.seen.get(source, 0), max(stamps))
-
-    def timestamped(self, bounds: dict[str, int]) -> tuple[set[Key], set[int], set[int]]:
-        """(pairs, whole users, whole courses) changed since the bounds, per source: every source
-        in one statement (one round trip per company), each row tagged with its source."""
-        courses, users, b = _ints(self.courses), _ints(self.users), bounds
-        parts = [("cmc", f"SELECT cmc.userid, cm.course, cmc.timemodified FROM {{t:course_modules_completion}} cmc "
-                         f"JOIN {{t:course_modules}} cm ON cm.id = cmc.coursemoduleid WHERE cmc.userid IN ({users}) "
-                         f"AND cm.course IN ({courses}) AND cmc.timemodified >= ?")]
-        for source, column in (("cc_completed", "timecompleted"), ("cc_started", "timestarted"),
-                               ("cc_reaggregate", "reaggregate")):
-            parts.append((source, f"SELECT userid, course, {column} FROM {{t:course_completions}} WHERE userid "
-                                  f"IN ({users}) AND course IN ({courses}) AND {column} >= ? AND {column} > 0"))
-        for source, column in (("ue_created", "timecreated"), ("ue_modified", "timemodified")):
-            parts.append((source, f"SELECT ue.userid, e.courseid, ue.{column} FROM {{t:user_enrolments}} ue "
-                                  f"JOIN {{t:enrol}} e ON e.id = ue.enrolid WHERE ue.userid IN ({users}) "
-                                  f"AND e.courseid IN ({courses}) AND ue.{column} >= ?"))
-        parts.append(("ra", f"SELECT ra.userid, ctx.instanceid, ra.timemodified FROM {{t:role_assignments}} ra "
-                            f"JOIN {{t:context}} ctx ON ctx.id = ra.contextid WHERE ra.userid IN ({users}) "
-                            f"AND ctx.contextlevel = 50 AND ctx.instanceid IN ({courses}) AND ra.timemodified >= ?"))
-        parts.append(("user", f"SELECT id, 0, timemodified FROM {{t:user}} WHERE id IN ({users}) AND timemodified >= ?"))
-        parts.append(("course", f"SELECT id, 0, timemodified FROM {{t:course}} WHERE id IN ({courses}) "
-                                f"AND timemodified >= ?"))
-        parts.append(("cm_added", f"SELECT course, 0, added FROM {{t:course_modules}} WHERE course IN ({courses}) "
-                                  f"AND added >= ?"))
-        sql = " UNION ALL ".join(f"SELECT {n} AS source, q.* FROM ({text}) q" for n, (_, text) in enumerate(parts))
-        names = [name for name, _ in parts]
-        found: dict[str, list[tuple[int, int, int]]] = {name: [] for name in names}
-        for n, first, second, stamp in self.engine.rows(sql, [b[name] for name in names]):
-            found[names[int(n)]].append((int(first), int(second), stamp))
-        for name, rows in found.items():
-            self._note(name, (r[2] for r in rows))
-        pairs = {(u, c) for name in names[:7] for u, c, _ in found[name]}
-        courses_changed = {r[0] for r in found["course"]} | {r[0] for r in found["cm_added"]}
-        return pairs, {r[0] for r in found["user"]}, courses_changed
-
-    def cacherevs(self) -> dict[str, int]:
-        return {str(r[0]): int(r[1]) for r in self.engine.rows(
-            f"SELECT id, cacherev FROM {{t:course}} WHERE id IN ({_ints(self.courses)})")}
-
-    def stored_keys(self, *, active_only: bool, users=None, courses=None) -> set[Key]:
-        sql = "SELECT userid, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ?"
-        if active_only:
-            sql += " AND is_deleted = 0"
-        if users is not None:
-            sql += f" AND userid IN ({_ints(users)})"
-        if courses is not None:
-            sql += f" AND courseid IN ({_ints(courses)})"
-        return {(int(u), int(c)) for u, c in self.engine.rows(sql, (self.scope.companyid,))}
-
-    def expand(self, users: set[int], courses: set[int]) -> set[Key]:
-        """Every pair of these users or courses: stored rows plus in-scope pairs."""
-        keys: set[Key] = set()
-        if users:
-            keys |= self.stored_keys(active_only=False, users=users)
-            keys |= scope_keys(self.engine, self.scope, self.now, users=users)
-        if courses:
-            keys |= self.stored_keys(active_only=False, courses=courses)
-            keys |= scope_keys(self.engine, self.scope, self.now, courses=courses)
-        return keys
-
-    def set_difference(self) -> set[Key]:
-        """Scope changes that leave no timestamp (tasks.md 5.4), differences only."""
-        return scope_difference(self.engine, self.scope, self.now)
+def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, report_roles: list[str],
+         every: bool) -> list[Plan]:
+    """Detection for these companies (`every`: they are every company of the site)."""
+    ids = [c.id for c in companies]
+    raws = company_state.raw_states(engine, None if every else ids)
+    scopes = Scope.load_all(engine, ids, report_roles)
+    site = Site.read(engine)  # before any pair is read: a change after it is seen by the next run
+    plans, bounds = [], {}
+    for company in companies:
+        raw = raws.get(company.id)
+        try:
+            state, error = json.loads(raw or "{}"), None
+            if not isinstance(state, dict):
+                raise ValueError(f"sync state of company {company.id} is not an object")
+        except ValueError as exc:
+            state, error = {}, exc
+        scope = scopes[company.id]
+        pending = state.get("pending")
+        if error is None and "cutoffs" in state:
+            if pending is None:
+                cut = state["cutoffs"]
+                floor = min((int(v) for v in cut.values()), default=0)  # a source added since: the oldest cutoff
+                pending = {"from": {s: int(cut.get(s, floor)) - lookback for s in SOURCES}, "high": None, "after": None,
+                           "cacherev": site.cacherev_snapshot(company.id, state.get("cacherev", {})),
+                           "fp": site.prints(scope)}
+            start = pending["from"]
+            bounds[company.id] = {s: int(start.get(s, min(int(v) for v in start.values()))) for s in SOURCES}
+        elif pending is None:
+            pending = {"full": True, "after": [0, 0], "started": now,
+                       "cacherev": site.cacherev_snapshot(company.id, {}), "fp": site.prints(scope)}
+        plans.append(Plan(company, raw, state, error, scope, pending or {}))
+    found = detection.changes(engine, bounds, now, every=every)
+    stored = detection.stored_of_users(engine, {cid: f.users for cid, f in found.items() if f.users})
+    for p in plans:
+        f = found.get(p.company.id)
+        if f is None:
+            continue
+        p.found, p.stored = f, stored.get(p.company.id, set())
+        recorded = p.state.get("cacherev", {})
+        p.courses = f.courses | {int(c) for c, rev in p.pending["cacherev"].items() if recorded.get(c) != rev}
+        p.difference = detection.to_difference(p.state.get("fp"), site.prints(p.scope))
+        p.pending.setdefault("fp", site.prints(p.scope))  # a run stopped before fingerprints existed
+        if p.pending["high"] is None:
+            b = bounds[p.company.id]
+            p.pending["high"] = {s: now if s in CLOCK_SOURCES else min(f.seen[s], now) if s in f.seen
+                                 else b[s] + lookback for s in SOURCES}
+    return plans
 
 
-def run_company(engine: Engine, company, *, now: int, batch_size: int, lookback: int, report_roles: list[str],
-                out_of_time: Callable[[], bool], on_batch: Callable[[Counts, int, int], None] | None = None) -> dict:
-    """Process one company (the caller holds its lock). Returns its last_run record.
+def _stored_keys(engine: Engine, companyid: int, courses: set[int]) -> set[Key]:
+    sql = (f"SELECT userid, courseid FROM {{t:local_alx_api_reporting}} WHERE companyid = ? "
+           f"AND courseid IN ({', '.join(str(int(c)) for c in sorted(courses))})")
+    return {(int(u), int(c)) for u, c in engine.rows(sql, (companyid,))}
+
+
+def run_company(engine: Engine, p: Plan, *, now: int, batch_size: int, out_of_time: Callable[[], bool],
+                on_batch: Callable[[Counts, int, int], None] | None = None) -> dict:
+    """Process one company's plan (the caller holds its lock). Returns its last_run record.
 
     `on_batch(counts, processed, total)` hears each committed batch (jobs show it as progress)."""
+    if p.error is not None:
+        raise p.error
     started = time.time()
-    state = company_state.load(engine, company.id, now)
-    scope = Scope.load(engine, company.id, report_roles)
-    detector = Detector(engine, scope, now)
-    counts = Counts()
-    if "cutoffs" not in state:
-        return _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started,
-                           on_batch)
-    pending = state.get("pending")
-    if pending is None:
-        bounds = {s: int(state["cutoffs"].get(s, 0)) - lookback for s in SOURCES}
-        pending = {"from": bounds, "high": None, "after": None, "cacherev": detector.cacherevs()}
-    pairs, users, courses = detector.timestamped(pending["from"])
-    recorded = state.get("cacherev", {})
-    courses |= {int(c) for c, rev in pending["cacherev"].items() if recorded.get(c) != rev}
-    if pending["high"] is None:
-        pending["high"] = {s: min(detector.seen[s], now) if s in detector.seen else int(state["cutoffs"].get(s, 0))
-                           for s in SOURCES}
-    keys = sorted(pairs | detector.expand(users, courses) | detector.set_difference())
+    if p.found is None:
+        return _first_sync(engine, p, now, batch_size, out_of_time, on_batch, started)
+    scope, f, pending, state = p.scope, p.found, p.pending, p.state
+    keys = f.pairs | p.stored
+    if p.courses:
+        keys |= _stored_keys(engine, scope.companyid, p.courses) | scope_keys(engine, scope, now, courses=p.courses)
+    if p.difference != set():
+        keys |= scope_difference(engine, scope, now, courses=p.difference)
+    prefetched = None
+    if f.users:  # every pair of these users: their stored keys (known) and in-scope pairs
+        users = f.users | {u for u, _ in keys}
+        if len(users) <= batch_size:  # one read gives the pairs and the values of every batch
+            prefetched = {q.key: q for q in live_rows(engine, scope, now, users=users)}
+            keys |= {k for k in prefetched if k[0] in f.users}
+        else:
+            keys |= scope_keys(engine, scope, now, users=f.users)
+    keys = sorted(keys)
     if pending["after"] is not None:
         keys = [k for k in keys if k > tuple(pending["after"])]
     state["pending"] = pending
-    company_state.save(engine, company.id, state, now)
+    counts = Counts()
+    if not keys:
+        _finish(state, counts, now, started, 0)
+        company_state.completed(engine, scope.companyid, state, now, 0)
+        return state["last_run"]
     for start in range(0, len(keys), batch_size):
         if out_of_time():
-            return _stopped(engine, company, state, counts, now, started)
+            return _stopped(engine, scope.companyid, state, counts, now, started)
         batch = keys[start:start + batch_size]
-        live = {p.key: p for p in live_rows(engine, scope, now, users={u for u, _ in batch}) if p.key in set(batch)}
+        if prefetched is not None:
+            live = {k: prefetched[k] for k in batch if k in prefetched}
+        else:
+            wanted = set(batch)
+            live = {q.key: q for q in live_rows(engine, scope, now, users={u for u, _ in batch}) if q.key in wanted}
         pending["after"] = list(batch[-1])
-        result = write_batch(engine, company.id, now, batch, live, lambda b=batch: stored_rows_for(engine, company.id, b),
-                             on_commit=lambda: company_state.save(engine, company.id, state, now))
+        last = start + batch_size >= len(keys)
+
+        def commit(result: Counts, last=last) -> None:  # inside the batch's transaction
+            if not last:
+                company_state.save(engine, scope.companyid, state, now)
+                return
+            total = Counts()
+            total.add(counts)
+            total.add(result)
+            _finish(state, total, now, started, len(keys))
+            company_state.completed(engine, scope.companyid, state, now, total.changed)
+
+        result = write_batch(engine, scope.companyid, now, batch, live,
+                             lambda b=batch: stored_rows_for(engine, scope.companyid, b), on_commit=commit)
         if result.changed:
-            purge_cache(engine, company.id)
+            purge_cache(engine, scope.companyid)
         counts.add(result)
         if on_batch:
             on_batch(result, counts.checked, len(keys))
+    return state["last_run"]
+
+
+def _finish(state: dict, counts: Counts, now: int, started: float, pairs: int) -> None:
+    """A completed run's state (tasks.md 5.6 step 5): the pending run's high marks become the
+    cutoffs, with its cacherev and fingerprint snapshots."""
+    pending = state["pending"]
     state["cutoffs"] = pending["high"]
     state["cacherev"] = pending["cacherev"]
-    return _complete(engine, company, state, counts, now, started, len(keys))
+    state["fp"] = pending.get("fp")
+    state["pending"] = None
+    state["last_run"] = _record(counts, now, started, "complete", pairs)
 
 
-def sync_company(env, company, *, out_of_time: Callable[[], bool], lock_wait: float = 0.0,
-                 batch_size: int | None = None, on_batch: Callable[[Counts, int, int], None] | None = None
-                 ) -> company_runner.Outcome:
+def sync_company(env, company: Company, *, out_of_time: Callable[[], bool], lock_wait: float = 0.0,
+                 batch_size: int | None = None, on_batch: Callable[[Counts, int, int], None] | None = None,
+                 planned: Plan | None = None, locks: LockSet | None = None) -> company_runner.Outcome:
     """One company of a sync run under its lock (tasks.md 5.2 step 3, 5.6); its outcome's result
-    is the last_run record. Shared by `sync_reporting_data_task` (no wait) and `sync` jobs (wait,
-    no time limit)."""
+    is the last_run record. Shared by `sync_reporting_data_task` (its run's plan, the lock from the
+    run's lock set, no wait) and `sync` jobs (detection under the lock, wait, no time limit)."""
     plugin = env.plugin
 
     def work() -> tuple[bool, dict]:
-        run = run_company(env.engine, company, now=env.clock(), batch_size=batch_size or plugin.sync_batch_size,
-                          lookback=plugin.sync_lookback_seconds, report_roles=plugin.report_roles,
+        p, now = planned, env.clock()
+        if p is None or company_state.raw_states(env.engine, [company.id]).get(company.id) != p.raw:
+            p = plan(env.engine, [company], now=now, lookback=plugin.sync_lookback_seconds,
+                     report_roles=plugin.report_roles, every=False)[0]
+        run = run_company(env.engine, p, now=now, batch_size=batch_size or plugin.sync_batch_size,
                           out_of_time=out_of_time, on_batch=on_batch)
         return run["stopped"] == "complete", run
 
-    outcome = company_runner.run(env.engine, company, work, what="sync", lock_wait=lock_wait)
+    outcome = company_runner.run(env.engine, company, work, what="sync", lock_wait=lock_wait, locks=locks)
+    _report(env, outcome)
+    return outcome
+
+
+def _report(env, outcome: company_runner.Outcome) -> None:
+    company = outcome.company
     if outcome.status == "busy":
         env.say(f"{outcome.label} is busy; skipped")
     elif outcome.status == "failed":
@@ -183,29 +208,94 @@ def sync_company(env, company, *, out_of_time: Callable[[], bool], lock_wait: fl
         env.say(f"{outcome.label}: {run['pairs']} pairs, inserted {run['inserted']}, updated {run['updated']}, "
                 f"reactivated {run['reactivated']}, deleted {run['deleted']}, unchanged {run['unchanged']} in "
                 f"{run['seconds']} s" + (" (stopped by the time limit)" if outcome.status == "stopped" else ""))
-    return outcome
 
 
-def _first_sync(engine, company, state, scope, detector, now, batch_size, out_of_time, counts, started,
-                on_batch) -> dict:
-    pending = state.get("pending") or {"full": True, "after": [0, 0], "started": now, "cacherev": detector.cacherevs()}
+class Run:
+    """A run of `sync_reporting_data_task` over companies in their order (tasks.md 5.2): iterate
+    for each company's outcome; `stopped` tells whether the time limit (or a stopping runner)
+    ended it early. `every`: the companies are every company of the site."""
+
+    def __init__(self, env, companies: list[Company], *, every: bool, out_of_time: Callable[[], bool]):
+        self.env, self.companies, self.every, self.out_of_time = env, companies, every, out_of_time
+        self.stopped = False
+
+    def __iter__(self) -> Iterator[company_runner.Outcome]:
+        env, plugin = self.env, self.env.plugin
+        now = env.clock()
+        plans = plan(env.engine, self.companies, now=now, lookback=plugin.sync_lookback_seconds,
+                     report_roles=plugin.report_roles, every=self.every)
+        with env.engine.lock_set() as locks:
+            idle, moved = _record_idle(env, [p for p in plans if p.idle], locks, now)
+            yield from idle
+            replan = {p.company.id for p in moved}
+            work = {p.company.id: p for p in plans if not p.idle or p.company.id in replan}
+            each = company_runner.each(
+                [c for c in self.companies if c.id in work],
+                lambda company: sync_company(env, company, out_of_time=self.out_of_time, locks=locks,
+                                             planned=None if company.id in replan else work[company.id]),
+                should_stop=self.out_of_time)
+            yield from each
+            self.stopped = each.stopped
+
+
+def _record_idle(env, idle: list[Plan], locks: LockSet, now: int) -> tuple[list[company_runner.Outcome], list[Plan]]:
+    """The companies where nothing changed, recorded as synced together under their locks.
+    Returns their outcomes and the plans whose state moved since detection (processed alone)."""
+    if not idle:
+        return [], []
+    started = time.time()
+    names = {company_runner.lock_name(p.company.id): p for p in idle}
+    held = locks.take(names)
+    try:
+        ours = [p for name, p in names.items() if name in held]
+        raws = company_state.raw_states(env.engine, [p.company.id for p in ours])
+        moved = [p for p in ours if raws.get(p.company.id) != p.raw]
+        ready = [p for p in ours if raws.get(p.company.id) == p.raw]
+        for p in ready:
+            p.state["pending"] = p.pending
+            _finish(p.state, Counts(), now, started, 0)
+        company_state.completed_many(env.engine, [(p.company.id, p.state, 0) for p in ready], now)
+    finally:
+        locks.release(held)
+    outcomes = []
+    failed = {cid for cid, row in company_state.rows(env.engine).items() if row["result"] == "failed"} if ready else set()
+    for p in idle:
+        if company_runner.lock_name(p.company.id) not in held:
+            outcome = company_runner.Outcome(p.company, "busy", error=company_runner.BUSY)
+            _report(env, outcome)
+            outcomes.append(outcome)
+    for p in ready:
+        if p.company.id in failed:  # a company whose sync had failed: resolve its alert
+            inline_alerts.sync_result(env.engine, env.settings, now, p.company, 0, None)
+        outcomes.append(company_runner.Outcome(p.company, "done", p.state["last_run"]))
+    if ready:
+        env.say(f"{len(ready)} compan{'y' if len(ready) == 1 else 'ies'} unchanged, recorded in "
+                f"{time.time() - started:.3f} s")
+    return outcomes, moved
+
+
+def _first_sync(engine, p: Plan, now, batch_size, out_of_time, on_batch, started) -> dict:
+    companyid, state, pending = p.scope.companyid, p.state, p.pending
+    company_state.ensure(engine, companyid, now)
     state["pending"] = pending
-    total = count_scope_union(engine, scope, now) if on_batch else 0
+    counts = Counts()
+    total = count_scope_union(engine, p.scope, now) if on_batch else 0
 
     def remember(batch):
         counts.add(batch.counts)
         pending["after"] = list(batch.upto)
-        company_state.save(engine, company.id, state, now)
+        company_state.save(engine, companyid, state, now)
         if on_batch:
             on_batch(batch.counts, counts.checked, total)
 
-    _, after = full_sync(engine, scope, now, batch_size, after=tuple(pending["after"]), on_batch=remember,
+    _, after = full_sync(engine, p.scope, now, batch_size, after=tuple(pending["after"]), on_batch=remember,
                          should_stop=out_of_time)
     if after != INF:
-        return _stopped(engine, company, state, counts, now, started)
-    state["cutoffs"] = {s: pending["started"] for s in SOURCES}
-    state["cacherev"] = pending["cacherev"]
-    return _complete(engine, company, state, counts, now, started, counts.checked)
+        return _stopped(engine, companyid, state, counts, now, started)
+    pending["high"] = {s: pending["started"] for s in SOURCES}
+    _finish(state, counts, now, started, counts.checked)
+    company_state.completed(engine, companyid, state, now, counts.changed)
+    return state["last_run"]
 
 
 def _record(counts: Counts, now: int, started: float, stopped: str, pairs: int) -> dict:
@@ -213,14 +303,7 @@ def _record(counts: Counts, now: int, started: float, stopped: str, pairs: int) 
             "seconds": round(time.time() - started, 3), "stopped": stopped}
 
 
-def _stopped(engine, company, state, counts, now, started) -> dict:
+def _stopped(engine, companyid, state, counts, now, started) -> dict:
     state["last_run"] = _record(counts, now, started, "time_limit", counts.checked)
-    company_state.save(engine, company.id, state, now)
-    return state["last_run"]
-
-
-def _complete(engine, company, state, counts, now, started, pairs) -> dict:
-    state["pending"] = None
-    state["last_run"] = _record(counts, now, started, "complete", pairs)
-    company_state.completed(engine, company.id, state, now, counts.changed)
+    company_state.save(engine, companyid, state, now)
     return state["last_run"]

@@ -1,11 +1,12 @@
-"""`sync_reporting_data_task` (tasks.md section 5): per company, detect changes since the last
-committed run and bring the reporting rows up to date, within `max_sync_time`."""
+"""`sync_reporting_data_task` (tasks.md section 5): detect the changes since each company's last
+committed run, for all companies at once, and bring the reporting rows up to date where something
+changed, within `max_sync_time`."""
 
 from __future__ import annotations
 
 import time
 
-from local_alx_report_api.classes import company_runner, company_state, sync
+from local_alx_report_api.classes import company_state, sync
 
 
 def _order(env, companies):
@@ -24,9 +25,8 @@ def execute(env, *, companies=None, time_limit: int | None = None) -> dict:
 
     summary = {"processed": 0, "skipped": 0, "failed": 0, "pairs": 0, "inserted": 0, "updated": 0,
                "reactivated": 0, "deleted": 0, "unchanged": 0, "stopped": "complete"}
-    run = company_runner.each(_order(env, companies or env.moodle.companies()),
-                              lambda company: sync.sync_company(env, company, out_of_time=out_of_time),
-                              should_stop=out_of_time)
+    run = sync.Run(env, _order(env, companies or env.moodle.companies()), every=companies is None,
+                   out_of_time=out_of_time)
     for outcome in run:
         if outcome.status in ("busy", "failed"):
             summary["skipped" if outcome.status == "busy" else "failed"] += 1
