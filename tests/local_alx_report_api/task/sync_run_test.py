@@ -45,8 +45,8 @@ class Site:
     def busy(self):
         """Other enrolments edited now: the run's cutoffs move on, so an older edit falls out of
         the lookback window and only the clock source sees its start or end pass."""
-        self.db.execute("UPDATE {t:user_enrolments} SET timemodified = ? WHERE id IN (SELECT MIN(id) FROM "
-                        "{t:user_enrolments})", (self.now,))
+        first = self.db.scalar("SELECT MIN(id) FROM {t:user_enrolments}")
+        self.db.execute("UPDATE {t:user_enrolments} SET timemodified = ? WHERE id = ?", (self.now, first))
 
     def check(self):
         for companyid in self.companies:
@@ -94,10 +94,10 @@ class Site:
         elif kind == "ends_soon" and enrolment is not None:
             # passes later than sync_lookback_seconds after the edit: only the clock changes scope then
             db.execute("UPDATE {t:user_enrolments} SET timeend = ?, timemodified = ? WHERE id = ?",
-                       (now + 700 + 61 * (b % 5), now, enrolment))
+                       (now + 1500 + 61 * (b % 5), now, enrolment))
         elif kind == "starts_soon" and enrolment is not None:
             db.execute("UPDATE {t:user_enrolments} SET timestart = ?, timemodified = ? WHERE id = ?",
-                       (now + 700 + 61 * (b % 5), now, enrolment))
+                       (now + 1500 + 61 * (b % 5), now, enrolment))
         elif kind == "user_profile":
             db.execute("UPDATE {t:user} SET lastname = ?, timemodified = ? WHERE id = ?", (f"L{now}", now, user))
         elif kind == "user_suspended":
@@ -160,7 +160,7 @@ def test_every_source_in_many_companies_in_one_run(db):
     site.check()
     for _ in range(6):  # the enrolments that start or end soon pass with the clock
         site.busy()
-        site.sync(tick=200)
+        site.sync(tick=400)
         site.check()
 
 
