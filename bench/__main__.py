@@ -1,6 +1,6 @@
-"""`python -m bench run [--size small|medium|full] [--db postgresql|sqlite|mariadb] [--repeat N]
-[--soak SECONDS] [--url URL] [--rebuild]`, `python -m bench parse` and `python -m bench requests
-[--baseline REF]`: see BENCHMARKS.md."""
+"""`python -m bench run [--size small|medium|full|many] [--db postgresql|sqlite|mariadb] [--repeat N]
+[--soak SECONDS] [--url URL] [--rebuild]`, `python -m bench parse`, `python -m bench requests
+[--baseline REF]` and `python -m bench sync [--baseline REF]`: see BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -50,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="database URL (default: as for run)")
     p.add_argument("--no-include", action="store_true",
                    help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
+    p = sub.add_parser("sync", help="the sync task and populate before (--baseline) and after, and the plot")
+    p.add_argument("--size", choices=sorted(fixture.SIZES), default="full")
+    p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
+    p.add_argument("--repeat", type=int, default=3, help="quiet runs and 10k-pair runs per variant (default 3)")
+    p.add_argument("--baseline", default="ad1224b", help="the code before (a git ref; default: before issue 16)")
+    p.add_argument("--url", help="database URL (default: as for run)")
+    p.add_argument("--no-include", action="store_true",
+                   help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
     args = parser.parse_args(argv)
     if args.command == "parse":
         from bench import parse
@@ -78,6 +86,21 @@ def main(argv: list[str] | None = None) -> int:
         say(f"results: {folder / stem}.json and .md")
         if not args.no_include:
             include(folder / f"{stem}.md", f"requests-{args.db}", size.name)
+        return 0
+    if args.command == "sync":
+        from bench import sync
+
+        results, md = sync.main(args.db, size, url, args.repeat, args.baseline, say)
+        stem = f"{time.strftime('%Y-%m-%d')}-sync-{args.db}-{size.name}"
+        folder = fixture.WORK if args.no_include else run.RESULTS
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+        (folder / f"{stem}.md").write_text(md)
+        print(md)
+        say(f"results: {folder / stem}.json and .md")
+        if not args.no_include:
+            include(folder / f"{stem}.md", f"sync-{args.db}", size.name)
+            say(f"plot: {sync.plot(args.db)}")
         return 0
     if args.rebuild:
         fixture.recreate(url)

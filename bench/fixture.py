@@ -41,6 +41,8 @@ SIZES = {
     "small": Size("small", 20, 10_000, 40, 6, 60, 20_000, 60, 10),
     "medium": Size("medium", 100, 30_000, 100, 10, 60, 100_000, 180, 10),
     "full": Size("full", 500, 100_000, 200, 10, 65, 500_000, 600, 10),
+    # a hosting provider's site: 5,000 small companies of 20 learners (issue 16)
+    "many": Size("many", 5000, 100_000, 200, 3, 10, 20_000, 60, 3),
 }
 
 DEFAULT_URLS = {

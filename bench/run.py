@@ -63,6 +63,45 @@ def floor(raw, sql: str, params: tuple, repeat: int, warmup: int = 3) -> tuple[d
     return stats(samples), count
 
 
+def populate_floor(url: str, roles: list[str], companies) -> float:
+    """In-database INSERT ... SELECT of every company's in-scope pairs, one statement per company,
+    into a copy of the reporting table with the same indexes (no batches, no Python per row)."""
+    engine = engines.connect(url, "mdl_")
+    copy = "bench_floor_reporting"
+    engine.db.execute_sql(f"DROP TABLE IF EXISTS {copy}")
+    real = engine.table("local_alx_api_reporting")
+    if engine.kind == "postgresql":
+        engine.db.execute_sql(f"CREATE TABLE {copy} (LIKE {real} INCLUDING ALL)")
+    elif engine.kind == "mariadb":
+        engine.db.execute_sql(f"CREATE TABLE {copy} LIKE {real}")
+    else:
+        for (sql,) in engine.rows("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL",
+                                  (engine.prefix + "local_alx_api_reporting",)):
+            sql = sql.replace(f'"{engine.prefix}local_alx_api_reporting"', copy)
+            sql = sql.replace(f'INDEX "{engine.prefix}', f'INDEX "bench_floor_{engine.prefix}')
+            engine.db.execute_sql(sql)
+    now = int(time.time())
+    total = 0.0
+    for company in companies:
+        scope = Scope.load(engine, company.id, roles)
+        query = reported_query(engine, scope, now, after=(0, 0), upto_user=None, limit=10**9)
+        if query is None:
+            continue
+        select, params = query
+        sql = (f"INSERT INTO {copy} (userid, companyid, courseid, firstname, lastname, email, coursename, "
+               "timecompleted, timestarted, percentage, status, last_updated, is_deleted, created_at, updated_at, "
+               f"change_seq) SELECT r.userid, {company.id}, r.courseid, r.firstname, r.lastname, r.email, "
+               f"r.coursename, r.timecompleted, r.timestarted, r.hundredths / 100.0, r.status, {now}, 0, {now}, "
+               f"{now}, ROW_NUMBER() OVER (ORDER BY r.userid, r.courseid) FROM ({select}) r")
+        t0 = time.perf_counter()
+        with engine.db.atomic():
+            engine.execute(sql, params)
+        total += time.perf_counter() - t0
+    engine.db.execute_sql(f"DROP TABLE {copy}")
+    engine.db.close()
+    return total
+
+
 class Bench:
     def __init__(self, db: str, size: fixture.Size, url: str, repeat: int, soak: int, say=print):
         self.db, self.size, self.url, self.repeat, self.soak, self.say = db, size, url, repeat, soak, say
@@ -142,43 +181,7 @@ class Bench:
                     target="≥ 30,000 rows/s, peak RSS ≤ 250 MB")
 
     def populate_floor(self) -> float:
-        """In-database INSERT ... SELECT of every company's in-scope pairs, one statement per company,
-        into a copy of the reporting table with the same indexes (no batches, no Python per row)."""
-        engine = self.engine()
-        copy = "bench_floor_reporting"
-        engine.db.execute_sql(f"DROP TABLE IF EXISTS {copy}")
-        real = engine.table("local_alx_api_reporting")
-        if engine.kind == "postgresql":
-            engine.db.execute_sql(f"CREATE TABLE {copy} (LIKE {real} INCLUDING ALL)")
-        elif engine.kind == "mariadb":
-            engine.db.execute_sql(f"CREATE TABLE {copy} LIKE {real}")
-        else:
-            for (sql,) in engine.rows("SELECT sql FROM sqlite_master WHERE tbl_name = ? AND sql IS NOT NULL",
-                                      (engine.prefix + "local_alx_api_reporting",)):
-                sql = sql.replace(f'"{engine.prefix}local_alx_api_reporting"', copy)
-                sql = sql.replace(f'INDEX "{engine.prefix}', f'INDEX "bench_floor_{engine.prefix}')
-                engine.db.execute_sql(sql)
-        now = int(time.time())
-        roles = load_settings(self.ini).local_alx_report_api.report_roles
-        total = 0.0
-        for company in self.filled:
-            scope = Scope.load(engine, company.id, roles)
-            query = reported_query(engine, scope, now, after=(0, 0), upto_user=None, limit=10**9)
-            if query is None:
-                continue
-            select, params = query
-            sql = (f"INSERT INTO {copy} (userid, companyid, courseid, firstname, lastname, email, coursename, "
-                   "timecompleted, timestarted, percentage, status, last_updated, is_deleted, created_at, updated_at, "
-                   f"change_seq) SELECT r.userid, {company.id}, r.courseid, r.firstname, r.lastname, r.email, "
-                   f"r.coursename, r.timecompleted, r.timestarted, r.hundredths / 100.0, r.status, {now}, 0, {now}, "
-                   f"{now}, ROW_NUMBER() OVER (ORDER BY r.userid, r.courseid) FROM ({select}) r")
-            t0 = time.perf_counter()
-            with engine.db.atomic():
-                engine.execute(sql, params)
-            total += time.perf_counter() - t0
-        engine.db.execute_sql(f"DROP TABLE {copy}")
-        engine.db.close()
-        return total
+        return populate_floor(self.url, load_settings(self.ini).local_alx_report_api.report_roles, self.filled)
 
     # -- HTTP pages with their floors -----------------------------------------------------------
     def _request(self, engine: Engine, company, limit: int = LIMIT, offset: int = 0) -> pulls.PageRequest:

@@ -42,10 +42,13 @@ def ensure(engine: Engine, companyid: int, now: int) -> None:
 # -- the change sequence ------------------------------------------------------------------------
 def reserve(engine: Engine, companyid: int, count: int) -> int:
     """Take `count` new values; returns the first. Call inside the writing transaction."""
-    engine.execute(f"UPDATE {_ROW} SET change_seq = change_seq + ? WHERE companyid = ? AND token_hash = ?",
-                   (count, companyid, _hash(companyid)))
-    top = engine.scalar(f"SELECT change_seq FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
-                        (companyid, _hash(companyid)))
+    sql = f"UPDATE {_ROW} SET change_seq = change_seq + ? WHERE companyid = ? AND token_hash = ?"
+    if engine.update_returning:  # one round trip
+        top = engine.scalar(sql + " RETURNING change_seq", (count, companyid, _hash(companyid)))
+    else:
+        engine.execute(sql, (count, companyid, _hash(companyid)))
+        top = engine.scalar(f"SELECT change_seq FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+                            (companyid, _hash(companyid)))
     if top is None:
         raise RuntimeError(f"change sequence of company {companyid} is missing")
     return int(top) - count + 1
