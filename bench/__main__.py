@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
     p.add_argument("--repeat", type=int, default=3, help="quiet runs and 10k-pair runs per variant (default 3)")
     p.add_argument("--baseline", default="ad1224b", help="the code before (a git ref; default: before issue 16)")
+    p.add_argument("--freshness", type=int, default=4, metavar="N",
+                   help="edits timed until served, with the sync task every minute under load (0: skip; default 4)")
     p.add_argument("--url", help="database URL (default: as for run)")
     p.add_argument("--no-include", action="store_true",
                    help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
@@ -90,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sync":
         from bench import sync
 
-        results, md = sync.main(args.db, size, url, args.repeat, args.baseline, say)
+        results, md = sync.main(args.db, size, url, args.repeat, args.baseline, say, args.freshness)
         stem = f"{time.strftime('%Y-%m-%d')}-sync-{args.db}-{size.name}"
         folder = fixture.WORK if args.no_include else run.RESULTS
         folder.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import fixture, site
+from bench import fixture, load, site
 from bench.requests import ROOT, unpack
 from bench.run import RESULTS, populate_floor
 from local_alx_report_api.settings import load as load_settings
@@ -44,10 +44,14 @@ ROUND = 700  # seconds between rounds: more than sync_lookback_seconds (600)
 
 
 class SyncBench:
-    def __init__(self, db: str, size: fixture.Size, url: str, repeat: int, baseline: str, say=print):
+    def __init__(self, db: str, size: fixture.Size, url: str, repeat: int, baseline: str, say=print,
+                 freshness: int = 0):
         self.db, self.size, self.url, self.repeat, self.baseline, self.say = db, size, url, repeat, baseline, say
+        self.freshness_samples = freshness
         self.ini = site.settings_file(url, db, size.name)
-        self.clock = int(time.time())
+        # the rounds' clock: far enough in the past that every round lies before the real now, so
+        # the freshness check (real clock, real cron) starts from cutoffs it can move on from
+        self.clock = int(time.time()) - 2 * ROUND * (3 + 2 * repeat + len(CHANGED[size.name]))
         self.results: dict = {"db": db, "size": size.name, "repeat": repeat, "variants": {}}
 
     def engine(self) -> engines.Engine:
@@ -153,7 +157,97 @@ class SyncBench:
         roles = load_settings(self.ini).local_alx_report_api.report_roles
         self.results["floor_seconds"] = round(populate_floor(self.url, roles, self.companies), 2)
         self.results["rows"] = self.results["variants"]["after"]["populate"]["rows"]
+        if self.freshness_samples:
+            self.results["freshness"] = self.freshness(self.freshness_samples)
         return self.results
+
+    # -- freshness: a Moodle change until the API serves it ----------------------------------------
+    def freshness(self, samples: int) -> dict:
+        """This checkout's server and `cron --keep-alive` with the sync task every minute, under the
+        mixed read load of `bench run` (wrk: the big company's first pages, a company from the
+        cache, two with the cache off); a learner's profile edited now and then, at a different
+        second of the minute each time; each sample is the time from the edit's commit to the
+        first page of the learner's company that shows it (pages polled every second)."""
+        ini = self.ini.with_name(self.ini.stem + "-every-minute.ini")
+        ini.write_text(self.ini.read_text() + "\n[scheduled_tasks]\nsync_reporting_data_task = * * * * *\n")
+        env = site.env_for(ini)
+        engine = self.engine()
+        tokens = {int(cid): tok for cid, tok in engine.rows(
+            "SELECT cu.companyid, t.token FROM {t:external_tokens} t JOIN {t:company_users} cu ON cu.userid = t.userid "
+            "AND cu.managertype = 1")}
+        big = next(c for c in self.companies if c.shortname == fixture.BIG_SHORTNAME)
+        regular = [c for c in self.companies if c.id != big.id]
+        mix = [big] + regular[:3]
+        now = int(time.time())
+        for company in mix[2:]:  # as bench run's throughput mix: two companies with the cache off
+            engine.execute("DELETE FROM {t:local_alx_api_settings} WHERE companyid = ? AND setting_name = "
+                           "'enable_cache'", (company.id,))
+            engine.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, "
+                           "timecreated, timemodified) VALUES (?, 'enable_cache', 0, ?, ?)", (company.id, now, now))
+        pages = [min(20, max(1, self._active(engine, c.id) // 1000)) for c in mix]
+        targets = regular[10::max(1, len(regular) // (samples + 1))][:samples]
+        wrk = load.ensure_wrk(self.say)
+        server = load.Server(env, workers=4)
+        cron = subprocess.Popen([load.CLI, "cron", "--keep-alive", "--quiet"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        duration = 75 * (samples + 2)
+        loader = None
+        if wrk:
+            import threading
+
+            loader = threading.Thread(target=load.run_wrk, args=(wrk, server.port, [tokens[c.id] for c in mix], pages,
+                                                                 duration))
+            loader.start()
+        client = load.Client(server.port)
+        results = []
+        try:
+            time.sleep(20)  # the load and the first pass of cron under way
+            for n, company in enumerate(targets):
+                learner = int(engine.scalar("SELECT userid FROM {t:local_alx_api_reporting} WHERE companyid = ? "
+                                            "AND is_deleted = 0 ORDER BY userid LIMIT 1", (company.id,)))
+                marker = f"Fresh{n}x{int(time.time())}"
+                with engine.db.atomic():
+                    engine.execute("UPDATE {t:user} SET lastname = ?, timemodified = ? WHERE id = ?",
+                                   (marker, int(time.time()), learner))
+                written = time.time()
+                served = None
+                while served is None and time.time() - written < 300:
+                    if self._shows(client, tokens[company.id], learner, marker):
+                        served = time.time()
+                    else:
+                        time.sleep(1)
+                sample = {"company": company.id, "written_second_of_minute": int(written % 60),
+                          "seconds": None if served is None else round(served - written, 1)}
+                results.append(sample)
+                self.say(f"  freshness {n + 1}: {sample}")
+                time.sleep(11 + 17 * n % 40)  # the next edit at another second of the minute
+        finally:
+            client.close()
+            cron.terminate()
+            cron.wait()
+            if loader:
+                loader.join()
+            server.stop()
+            engine.db.close()
+        seconds = [r["seconds"] for r in results if r["seconds"] is not None]
+        return {"samples": results, "max": max(seconds) if seconds else None,
+                "median": statistics.median(seconds) if seconds else None, "lost": len(results) - len(seconds),
+                "load": "wrk" if wrk else "none (wrk missing)", "target": "≤ 120 s"}
+
+    def _active(self, engine, companyid: int) -> int:
+        return int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting} WHERE companyid = ? "
+                                 "AND is_deleted = 0", (companyid,)))
+
+    def _shows(self, client, token: str, learner: int, marker: str) -> bool:
+        offset = 0
+        while True:
+            _, body = client.call(token, load.FUNCTION, limit=1000, offset=offset)
+            rows = json.loads(body)
+            if any(r.get("userid") == learner and r.get("lastname") == marker for r in rows):
+                return True
+            if len(rows) < 1000:
+                return False
+            offset += 1000
 
 
 def _median(runs: list[dict]) -> float:
@@ -183,6 +277,11 @@ def markdown(r: dict) -> str:
         b = before["changed"][target]
         row(f"{int(target):,} changed pairs ({runs[0]['changed']:,} rows rewritten), median of {len(runs)}",
             _median(b), _median(runs))
+    fresh = r.get("freshness")
+    if fresh:
+        lines += ["", f"Freshness (this checkout, sync every minute, load: {fresh['load']}): a learner's edit served "
+                  f"after {', '.join(str(x['seconds']) for x in fresh['samples'])} s (median {fresh['median']} s, "
+                  f"max {fresh['max']} s, {fresh['lost']} not served within 300 s); target {fresh['target']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -222,11 +321,12 @@ def plot(db: str) -> Path | None:
     return path
 
 
-def main(db: str, size: fixture.Size, url: str, repeat: int, baseline: str, say) -> tuple[dict, str]:
+def main(db: str, size: fixture.Size, url: str, repeat: int, baseline: str, say, freshness: int = 0
+         ) -> tuple[dict, str]:
     from datetime import UTC, datetime
 
     from bench.run import _commit
-    bench = SyncBench(db, size, url, repeat, baseline, say)
+    bench = SyncBench(db, size, url, repeat, baseline, say, freshness)
     bench.results.update(started=datetime.now(UTC).isoformat(timespec="seconds"), commit=_commit())
     results = bench.run()
     return results, markdown(results)

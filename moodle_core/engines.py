@@ -88,10 +88,14 @@ class LockSet:
         self.handle = engine._side_connection() if engine.kind != "sqlite" else {}
         self.held: set[str] = set()
 
-    def take(self, names) -> set[str]:
-        """Try each lock once; returns the names now held (the others are busy)."""
+    def take(self, names, timeout: float = 0.0) -> set[str]:
+        """Try each lock once (waiting up to `timeout` s for each, one after the other, when
+        given); returns the names now held (the others are busy)."""
         names = [n for n in dict.fromkeys(names) if n not in self.held]
         got = set()
+        if timeout > 0:
+            got = {n for n in names if self.engine._wait_lock(self.handle, n, timeout)}
+            names = []
         for start in range(0, len(names), 200):
             part = names[start:start + 200]
             got |= {n for n, ok in zip(part, self.engine._try_locks(self.handle, part), strict=True) if ok}
@@ -451,6 +455,19 @@ class Engine:
     def _acquire(self, name: str, timeout: float):
         """The lock's handle, or LockBusy after waiting up to `timeout` s on one connection (the
         server blocks: no reconnect per attempt)."""
+        side = self._side_connection()
+        try:
+            got = self._wait_lock(side, name, timeout)
+        except BaseException:
+            side.close()
+            raise
+        if got:
+            return side
+        side.close()
+        raise LockBusy(name)
+
+    def _wait_lock(self, conn, name: str, timeout: float) -> bool:
+        """Take the lock on `conn`, waiting up to `timeout` s; whether it was taken."""
         raise NotImplementedError
 
     def _release(self, handle) -> None:
@@ -538,15 +555,15 @@ class SqliteEngine(Engine):
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
         handle.close()
 
+    def _wait_lock(self, conn, name, timeout):
+        try:
+            conn[name] = self._acquire(name, timeout)  # a lock set's open lock files
+            return True
+        except LockBusy:
+            return False
+
     def _try_locks(self, handle, names):
-        out = []
-        for name in names:
-            try:
-                handle[name] = self._acquire(name, 0)
-                out.append(True)
-            except LockBusy:
-                out.append(False)
-        return out
+        return [self._wait_lock(handle, name, 0) for name in names]
 
     def _unlock(self, handle, names):
         for name in names:
@@ -613,29 +630,22 @@ class PostgresEngine(Engine):
         digest = hashlib.sha256((self.prefix + name).encode()).digest()
         return int.from_bytes(digest[:8], "big", signed=True)
 
-    def _acquire(self, name, timeout):
-        side = self._side_connection()
+    def _wait_lock(self, conn, name, timeout):
         key = self._lock_key(name)
+        if timeout <= 0:
+            return conn.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
+        # the server waits; lock_timeout ends the wait with 55P03 (and no statement_timeout of the
+        # user's cuts it short: a wait that ends is busy, never a failure)
+        conn.execute_sql(f"SET lock_timeout = '{max(1, int(timeout * 1000))}ms'")
+        conn.execute_sql("SET statement_timeout = 0")
         try:
-            if timeout <= 0:
-                got = side.execute_sql("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
-            else:  # the server waits; lock_timeout ends the wait with 55P03 (and no statement_timeout
-                # of the user's cuts it short: a wait that ends is busy, never a failure)
-                side.execute_sql(f"SET lock_timeout = '{max(1, int(timeout * 1000))}ms'")
-                side.execute_sql("SET statement_timeout = 0")
-                try:
-                    got = side.execute_sql("SELECT pg_advisory_lock(%s)", (key,)).fetchone() is not None
-                except peewee.OperationalError as exc:
-                    if getattr(getattr(exc, "orig", None) or exc, "pgcode", None) != "55P03":
-                        raise
-                    got = False
-        except BaseException:
-            side.close()
-            raise
-        if got:
-            return side
-        side.close()
-        raise LockBusy(name)
+            return conn.execute_sql("SELECT pg_advisory_lock(%s)", (key,)).fetchone() is not None
+        except peewee.OperationalError as exc:
+            if getattr(getattr(exc, "orig", None) or exc, "pgcode", None) != "55P03":
+                raise
+            return False
+        finally:
+            conn.execute_sql("SET lock_timeout = 0")
 
     def _release(self, handle):
         handle.close()  # closing the session releases its advisory locks
@@ -713,19 +723,11 @@ class MariaEngine(Engine):
         full = f"{self.db.database}{self.prefix}{name}"
         return full if len(full) <= 64 else hashlib.sha256(full.encode()).hexdigest()
 
-    def _acquire(self, name, timeout):
-        side = self._side_connection()
-        try:  # the server waits up to the timeout (fractions of a second allowed), uncut by max_statement_time
-            if timeout > 0:
-                side.execute_sql("SET SESSION max_statement_time = 0")
-            got = side.execute_sql("SELECT GET_LOCK(%s, %s)", (self._lock_name(name), max(0.0, timeout))).fetchone()[0]
-        except BaseException:
-            side.close()
-            raise
-        if got == 1:
-            return side
-        side.close()
-        raise LockBusy(name)
+    def _wait_lock(self, conn, name, timeout):
+        # the server waits up to the timeout (fractions of a second allowed), uncut by max_statement_time
+        if timeout > 0:
+            conn.execute_sql("SET SESSION max_statement_time = 0")
+        return conn.execute_sql("SELECT GET_LOCK(%s, %s)", (self._lock_name(name), max(0.0, timeout))).fetchone()[0] == 1
 
     def _release(self, handle):
         handle.close()  # a closed session frees its GET_LOCK locks

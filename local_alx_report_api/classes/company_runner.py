@@ -49,7 +49,7 @@ def _held(engine: Engine, companyid: int, lock_wait: float, locks: LockSet | Non
             yield
         return
     name = lock_name(companyid)
-    if not locks.take([name]):
+    if not locks.take([name], timeout=lock_wait):
         raise LockBusy(name)
     try:
         yield
@@ -59,9 +59,9 @@ def _held(engine: Engine, companyid: int, lock_wait: float, locks: LockSet | Non
 
 def run(engine: Engine, company: Company, work: Callable[[], tuple[bool, dict]], *, what: str,
         lock_wait: float = 0.0, locks: LockSet | None = None) -> Outcome:
-    """`work()` under the company's lock, waiting up to `lock_wait` s for it (taken from `locks`,
-    without waiting, when a run holds a lock set); it returns (complete, result). A failure is
-    logged with its traceback and becomes the outcome."""
+    """`work()` under the company's lock, waiting up to `lock_wait` s for it (taken from `locks`
+    when a run holds a lock set: no connection of its own); it returns (complete, result). A
+    failure is logged with its traceback and becomes the outcome."""
     began = time.monotonic()
     named = QUERY_COMPANY.set(company.id)
     try:

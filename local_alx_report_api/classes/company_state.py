@@ -102,6 +102,21 @@ _COMPLETED = (f"UPDATE {_ROW} SET state_data = ?, updated_at = ?, last_sync_stat
               "consecutive_failures = 0 WHERE companyid = ? AND token_hash = ?")
 
 
+def forget_prints(engine: Engine, companyid: int, now: int) -> None:
+    """Rows were written outside a sync run (a course switched off): the fingerprints of the last
+    run no longer describe the table, so the next run computes the company's whole set difference
+    (decision 122). A damaged state is left for the sync run to report."""
+    try:
+        state = load(engine, companyid, now)
+    except ValueError:
+        return
+    had = state.pop("fp", None) is not None
+    if state.get("pending"):
+        had = state["pending"].pop("fp", None) is not None or had
+    if had:
+        save(engine, companyid, state, now)
+
+
 def completed(engine: Engine, companyid: int, state: dict, now: int, changed: int) -> None:
     """A sync run completed: the state, and one more success in a row of none failed."""
     completed_many(engine, [(companyid, state, changed)], now)

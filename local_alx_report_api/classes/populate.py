@@ -6,8 +6,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from local_alx_report_api.classes import company_runner, company_state
-from local_alx_report_api.classes.progress import Scope, count_scope_union
+from local_alx_report_api.classes import company_runner, company_state, sync
+from local_alx_report_api.classes.detection import Site
+from local_alx_report_api.classes.progress import Scope, pairs_bound
 from local_alx_report_api.classes.reporting import INF, Batch, Counts, full_sync, purge_cache
 from moodle_core.engines import Engine, first_line
 from moodle_core.moodle import Company
@@ -68,12 +69,15 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
         emit(level, text)
 
     say("info", f"Populating {len(companies)} compan{'y' if len(companies) == 1 else 'ies'}, batch size {batch_size}")
+    started, site = now(), Site.read(engine)  # what a completed company's sync runs go on from
+    locks = engine.lock_set()
+
     def step(company: Company) -> company_runner.Outcome:
         def work() -> tuple[bool, dict]:
             return _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress,
-                                     should_stop), {}
+                                     should_stop, site, started), {}
 
-        outcome = company_runner.run(engine, company, work, what="populate", lock_wait=lock_wait)
+        outcome = company_runner.run(engine, company, work, what="populate", lock_wait=lock_wait, locks=held)
         if outcome.error:
             message = first_line(outcome.exception) if outcome.exception else outcome.error
             state.errors.append({"companyid": company.id, "message": message})
@@ -86,8 +90,9 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
             on_progress(state)
         return outcome
 
-    for _ in company_runner.each(sorted(companies, key=lambda c: c.id), step, should_stop=should_stop):
-        pass
+    with locks as held:  # one connection for every company's lock
+        for _ in company_runner.each(sorted(companies, key=lambda c: c.id), step, should_stop=should_stop):
+            pass
     if state.totals.inserted:
         engine.analyze(["local_alx_api_reporting"])
     t = state.totals
@@ -100,19 +105,23 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
     return state
 
 
-def _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress, should_stop) -> bool:
-    """Populate one company; False when `should_stop` ended it before its last batch."""
+def _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress, should_stop,
+                      site: Site, began: int) -> bool:
+    """Populate one company; False when `should_stop` ended it before its last batch. `site` and
+    `began`: the populate's snapshot and its time, which a completed company's sync runs go on
+    from."""
     started = time.time()
     label = company_runner.label(company)
     scope = Scope.load(engine, company.id, report_roles)
+    walk = sync.full_walk(site, scope, began)
     purge_cache(engine, company.id)
     company_state.ensure(engine, company.id, now())
-    total = count_scope_union(engine, scope, now())
+    total = pairs_bound(engine, scope)
     if not scope.courses and total == 0:
         say("warning", f"{label} has no courses in scope; skipped.")
         return True
     state.current = {"id": company.id, "shortname": company.shortname, "total": total, "processed": 0}
-    say("company", f"{label}: {total} pairs to check")
+    say("company", f"{label}: at most {total} pairs to check")
     counts = Counts()
 
     def on_batch(batch: Batch) -> None:
@@ -129,5 +138,6 @@ def _populate_company(engine, company, state, batch_size, report_roles, now, say
     if after != INF:
         say("warning", f"{label}: stopped after {counts.checked}/{total} pairs: {_summary(counts)}")
         return False
+    sync.adopt_full_walk(engine, company.id, walk, now())
     say("success", f"{label}: done in {time.time() - started:.1f} s: {_summary(counts)}")
     return True

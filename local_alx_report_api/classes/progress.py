@@ -271,15 +271,18 @@ def reported_query(engine: Engine, scope: Scope, now: int, *, after: Key, upto_u
     return _REPORTED_SQL.format(hundredths=hundredths, values=query[0]), query[1]
 
 
-def count_scope_union(engine: Engine, scope: Scope, now: int) -> int:
-    """Keys in the union of live scope and the company's reporting rows (tasks.md 10.3 total)."""
-    rep = "SELECT userid, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ?"
-    if scope.empty:
-        return int(engine.scalar(f"SELECT COUNT(*) FROM ({rep}) r", (scope.companyid,)))
-    pairs = _pairs_sql(scope, "")
-    live = f"SELECT g.userid, g.courseid FROM ({pairs}) g"
-    return int(engine.scalar(f"SELECT COUNT(*) FROM ({live} UNION {rep}) k",
-                             (now, now, scope.companyid, scope.companyid)))
+def pairs_bound(engine: Engine, scope: Scope) -> int:
+    """The progress total of tasks.md 10.3 (keys in the union of live scope and the company's
+    reporting rows), bounded from above without computing scope: the members' enrolments in the
+    scope courses plus the stored rows. Computing scope for the exact count cost 15 % of a
+    populate (issue 16); progress stays below 100 % until the company's last batch."""
+    stored = "SELECT COUNT(*) FROM {t:local_alx_api_reporting} WHERE companyid = ?"
+    if not scope.courses:
+        return int(engine.scalar(stored, (scope.companyid,)))
+    return int(engine.scalar(
+        f"SELECT ({stored}) + (SELECT COUNT(*) FROM {{t:company_users}} cu JOIN {{t:user_enrolments}} ue "
+        "ON ue.userid = cu.userid JOIN {t:enrol} e ON e.id = ue.enrolid "
+        f"WHERE cu.companyid = ? AND e.courseid IN ({_in(scope.courses)}))", (scope.companyid, scope.companyid)))
 
 
 def member_window_end(engine: Engine, companyid: int, after_user: int, size: int) -> int | None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from local_alx_report_api.classes import company_runner, company_state, inline_alerts
-from local_alx_report_api.classes.progress import Scope, count_scope_union
+from local_alx_report_api.classes.progress import Scope, pairs_bound
 from local_alx_report_api.classes.reporting import INF, full_sync
 
 EXAMPLES = 20
@@ -64,7 +64,7 @@ def reconcile_company(env, company, out_of_time, *, batch_size: int | None = Non
                                               "deleted": 0, "examples": []}
     scope = Scope.load(env.engine, company.id, env.plugin.report_roles)
     started = resume["started"] if resume else now
-    total = count_scope_union(env.engine, scope, now) if on_batch else 0
+    total = pairs_bound(env.engine, scope) if on_batch else 0
     processed = [0]
 
     def remember(batch):

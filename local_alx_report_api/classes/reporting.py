@@ -188,11 +188,13 @@ def full_sync(engine: Engine, scope: Scope, now: int, batch_size: int, *, after:
     total = Counts()
     companyid = scope.companyid
     window = max(8, batch_size // 4)  # members; adapted after each batch (_next_window)
+    filling = False  # the last batch found no stored row ahead: under the company's lock none appears
     while after != INF and not should_stop():
         upto_user = member_window_end(engine, companyid, after[0], window)
-        rep = stored_rows(engine, companyid, after, limit=batch_size)
+        rep = {} if filling else stored_rows(engine, companyid, after, limit=batch_size)
         bulk = not rep and engine.insert_select_fill
         done = _insert_window(engine, scope, now, after, upto_user, batch_size) if bulk else None
+        filling = done is not None
         if done is not None:
             counts, bound, users = done
         else:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from local_alx_report_api.classes import company_runner, company_state, detection, inline_alerts
 from local_alx_report_api.classes.detection import CLOCK_SOURCES, SOURCES, Found, Site
-from local_alx_report_api.classes.progress import Key, Scope, count_scope_union, live_rows, scope_difference, scope_keys
+from local_alx_report_api.classes.progress import Key, Scope, live_rows, pairs_bound, scope_difference, scope_keys
 from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
 from moodle_core.engines import Engine, LockSet
 from moodle_core.moodle import Company
@@ -68,8 +68,7 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
             start = pending["from"]
             bounds[company.id] = {s: int(start.get(s, min(int(v) for v in start.values()))) for s in SOURCES}
         elif pending is None:
-            pending = {"full": True, "after": [0, 0], "started": now,
-                       "cacherev": site.cacherev_snapshot(company.id, {}), "fp": site.prints(scope)}
+            pending = full_walk(site, scope, now)
         plans.append(Plan(company, raw, state, error, scope, pending or {}))
     found = detection.changes(engine, bounds, now, every=every)
     stored = detection.stored_of_users(engine, {cid: f.users for cid, f in found.items() if f.users})
@@ -87,6 +86,27 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
             p.pending["high"] = {s: now if s in CLOCK_SOURCES else min(f.seen[s], now) if s in f.seen
                                  else b[s] + lookback for s in SOURCES}
     return plans
+
+
+def full_walk(site: Site, scope: Scope, started: int) -> dict:
+    """The pending record of a full company sync (tasks.md 6) starting at `started`, with the
+    snapshots `site` took before it: once the walk completes, every change before `started` is
+    in the table, so they become the company's cutoffs and fingerprints (tasks.md 5.6 step 1)."""
+    return {"full": True, "after": [0, 0], "started": started,
+            "cacherev": site.cacherev_snapshot(scope.companyid, {}), "fp": site.prints(scope)}
+
+
+def adopt_full_walk(engine: Engine, companyid: int, pending: dict, now: int) -> None:
+    """A populate completed the company's full walk of `pending`: its sync runs go on from there
+    (a first sync would walk the company once more), as a completed first sync would."""
+    try:
+        state = company_state.load(engine, companyid, now)
+    except ValueError:  # a damaged state: the company's next sync run fails on it and says so
+        return
+    state["pending"] = {**pending, "high": {s: pending["started"] for s in SOURCES}}
+    _finish(state, Counts(), now, time.time(), 0)
+    del state["last_run"]  # no sync run happened
+    company_state.save(engine, companyid, state, now)
 
 
 def _stored_keys(engine: Engine, companyid: int, courses: set[int]) -> set[Key]:
@@ -279,7 +299,7 @@ def _first_sync(engine, p: Plan, now, batch_size, out_of_time, on_batch, started
     company_state.ensure(engine, companyid, now)
     state["pending"] = pending
     counts = Counts()
-    total = count_scope_union(engine, p.scope, now) if on_batch else 0
+    total = pairs_bound(engine, p.scope) if on_batch else 0
 
     def remember(batch):
         counts.add(batch.counts)

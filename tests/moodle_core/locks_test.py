@@ -116,3 +116,34 @@ def test_recording_sees_every_statement_in_its_block(db):
     db.execute("SELECT 4")
     assert [sql.split()[1] for sql, _ in outer] == ["2", "3"] and [sql for sql, _ in inner] == ["SELECT 3"]
     assert outer[0][1] == (1,)
+
+
+def test_a_lock_set_takes_many_locks_on_one_connection_and_excludes_like_a_lock(db):
+    """A sync run's lock set: the same names as `lock`, taken without waiting, many at once."""
+    other = second_handle(db)
+    names = [f"company_{n}" for n in range(1, 451)]  # more than one statement's worth
+    with other.lock("company_7"):
+        with db.lock_set() as locks:
+            got = locks.take(names)
+            assert got == set(names) - {"company_7"}, "a lock held elsewhere is busy"
+            with pytest.raises(LockBusy):
+                with other.lock("company_8"):
+                    pass
+            locks.release(["company_8"])
+            assert locks.take(["company_8"]) == {"company_8"}, "taken again"
+            locks.release(["company_8"])
+            with other.lock("company_8"):  # released on its own
+                pass
+    with other.lock("company_9"):  # everything is released when the set closes
+        pass
+    with db.lock("company_9"), db.lock_set() as locks:
+        assert locks.take(["company_9", "company_10"]) == {"company_10"}, "a lock of another connection"
+
+
+def test_a_lock_set_waits_for_a_lock_when_asked(db):
+    other = second_handle(db)
+    with other.lock("company_3"), db.lock_set() as locks:
+        started = time.monotonic()
+        assert locks.take(["company_3"], timeout=0.3) == set()
+        assert time.monotonic() - started >= 0.3
+        assert locks.take(["company_4"], timeout=0.3) == {"company_4"}
