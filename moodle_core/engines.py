@@ -96,10 +96,12 @@ class LockSet:
         if timeout > 0:
             got = {n for n in names if self.engine._wait_lock(self.handle, n, timeout)}
             names = []
+        self.held |= got
         for start in range(0, len(names), 200):
             part = names[start:start + 200]
-            got |= {n for n, ok in zip(part, self.engine._try_locks(self.handle, part), strict=True) if ok}
-        self.held |= got
+            taken = {n for n, ok in zip(part, self.engine._try_locks(self.handle, part), strict=True) if ok}
+            self.held |= taken  # at once: a later part that fails leaves these released by close()
+            got |= taken
         return got
 
     def release(self, names) -> None:

@@ -103,8 +103,6 @@ def save(engine, company: Company, store: dict, before: CompanySettings, now: in
                     f"is_deleted = 0 AND courseid IN ({', '.join('?' * len(off)) or 'NULL'})", (company.id, *off)))
                 counts = write_batch(engine, company.id, now, keys, {},
                                      lambda k=keys: stored_rows_for(engine, company.id, k))
-                if counts.changed:  # rows written outside a sync run: its next run checks all scope
-                    company_state.forget_prints(engine, company.id, now)
                 purge_cache(engine, company.id)
             return counts, switched_on
         except peewee.IntegrityError:

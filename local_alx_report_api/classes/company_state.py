@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import NamedTuple
 
 import peewee
 
@@ -102,21 +103,6 @@ _COMPLETED = (f"UPDATE {_ROW} SET state_data = ?, updated_at = ?, last_sync_stat
               "consecutive_failures = 0 WHERE companyid = ? AND token_hash = ?")
 
 
-def forget_prints(engine: Engine, companyid: int, now: int) -> None:
-    """Rows were written outside a sync run (a course switched off): the fingerprints of the last
-    run no longer describe the table, so the next run computes the company's whole set difference
-    (decision 122). A damaged state is left for the sync run to report."""
-    try:
-        state = load(engine, companyid, now)
-    except ValueError:
-        return
-    had = state.pop("fp", None) is not None
-    if state.get("pending"):
-        had = state["pending"].pop("fp", None) is not None or had
-    if had:
-        save(engine, companyid, state, now)
-
-
 def completed(engine: Engine, companyid: int, state: dict, now: int, changed: int) -> None:
     """A sync run completed: the state, and one more success in a row of none failed."""
     completed_many(engine, [(companyid, state, changed)], now)
@@ -129,14 +115,21 @@ def completed_many(engine: Engine, runs: list[tuple[int, dict, int]], now: int) 
                                      _hash(companyid)) for companyid, state, changed in runs])
 
 
-def raw_states(engine: Engine, companyids: list[int] | None = None) -> dict[int, str | None]:
-    """Each company's state_data as stored (companies without a row are absent)."""
-    sql = f"SELECT companyid, state_data FROM {_ROW} WHERE kind = 'cron'"
+class Stored(NamedTuple):
+    raw: str | None  # state_data as stored
+    seq: int  # the change counter
+    failed: bool  # the last sync run failed
+
+
+def raw_states(engine: Engine, companyids: list[int] | None = None) -> dict[int, Stored]:
+    """Each company's state_data as stored, with its counter and whether its last run failed
+    (companies without a row are absent)."""
+    sql = f"SELECT companyid, state_data, change_seq, last_sync_status FROM {_ROW} WHERE kind = 'cron'"
     if companyids is not None:
         if not companyids:
             return {}
         sql += f" AND companyid IN ({', '.join(str(int(c)) for c in companyids)})"
-    return {int(cid): raw for cid, raw in engine.rows(sql)}
+    return {int(cid): Stored(raw, int(seq or 0), status == "failed") for cid, raw, seq, status in engine.rows(sql)}
 
 
 def failed(engine: Engine, companyid: int, now: int, error: str) -> int:

@@ -41,11 +41,12 @@ _PAIR_SQL = {
                    "JOIN {t:enrol} e ON e.id = ue.enrolid WHERE ue.timemodified >= ?",
     "ra": "SELECT ra.userid AS u, ctx.instanceid AS c, ra.timemodified AS t FROM {t:role_assignments} ra "
           "JOIN {t:context} ctx ON ctx.id = ra.contextid WHERE ctx.contextlevel = 50 AND ra.timemodified >= ?",
-    # an enrolment whose start or end has just been passed (scope changed with the clock)
-    "ue_time": "SELECT ue.userid AS u, e.courseid AS c, CASE WHEN ue.timestart >= ? AND ue.timestart <= ? "
-               "THEN ue.timestart ELSE ue.timeend END AS t FROM {t:user_enrolments} ue "
-               "JOIN {t:enrol} e ON e.id = ue.enrolid "
-               "WHERE (ue.timestart >= ? AND ue.timestart <= ?) OR (ue.timeend >= ? AND ue.timeend <= ?)",
+    # an enrolment whose start or end has just been passed (scope changed with the clock): a row
+    # for each, so that each is held against every company's own bound
+    "ue_time": "SELECT ue.userid AS u, e.courseid AS c, ue.timestart AS t FROM {t:user_enrolments} ue "
+               "JOIN {t:enrol} e ON e.id = ue.enrolid WHERE ue.timestart >= ? AND ue.timestart <= ? UNION ALL "
+               "SELECT ue.userid, e.courseid, ue.timeend FROM {t:user_enrolments} ue "
+               "JOIN {t:enrol} e ON e.id = ue.enrolid WHERE ue.timeend >= ? AND ue.timeend <= ?",
 }
 
 
@@ -71,19 +72,21 @@ class Found:
             self.seen[source] = max(self.seen.get(source, 0), int(stamp))
 
 
-def changes(engine: Engine, bounds: dict[int, dict[str, int]], now: int, *, every: bool) -> dict[int, Found]:
+def changes(engine: Engine, bounds: dict[int, dict[str, int]], now: int, *,
+            every: bool) -> tuple[dict[int, Found], dict[str, int]]:
     """Per company of `bounds` (company → source → lower bound): the changed pairs, users and
-    courses, read in one statement for all of them. `every`: the run covers every company (no
-    company filter in SQL)."""
+    courses, read in one statement for all of them; and per source the largest timestamp the
+    statement read, whatever its company (see `plan`'s high marks). `every`: the run covers every
+    company (no company filter in SQL)."""
     found = {cid: Found() for cid in bounds}
     if not bounds:
-        return found
+        return found, {}
     lo = {s: min(b[s] for b in bounds.values()) for s in SOURCES}
     only = "" if every else f" AND {{alias}}.companyid IN ({_ints(bounds)})"
     parts, params = [], []
     for n, source in enumerate(PAIR_SOURCES):
         parts.append(f"SELECT {n} AS src, q.u, q.c, q.t FROM ({_PAIR_SQL[source]}) q")
-        params += [lo[source], now] * 3 if source == "ue_time" else [lo[source]]
+        params += [lo[source], now] * 2 if source == "ue_time" else [lo[source]]
     pairs = " UNION ALL ".join(parts)
     user, course, added = (SOURCES.index(s) for s in ("user", "course", "cm_added"))
     sql = (
@@ -104,10 +107,20 @@ def changes(engine: Engine, bounds: dict[int, dict[str, int]], now: int, *, ever
         f" UNION ALL SELECT {course}, cc.companyid, 0, c.id, c.timemodified FROM {{t:course}} c "
         "JOIN {t:company_course} cc ON cc.courseid = c.id WHERE c.timemodified >= ?" + only.format(alias="cc") +
         f" UNION ALL SELECT {added}, cc.companyid, 0, cm.course, cm.added FROM {{t:course_modules}} cm "
-        "JOIN {t:company_course} cc ON cc.courseid = cm.course WHERE cm.added >= ?" + only.format(alias="cc"))
-    params += [lo["user"], lo["user"], lo["course"], lo["cm_added"]]
+        "JOIN {t:company_course} cc ON cc.courseid = cm.course WHERE cm.added >= ?" + only.format(alias="cc") +
+        # the largest timestamp read per source, of any company (company -1)
+        " UNION ALL SELECT x.src, -1, 0, 0, MAX(x.t) FROM x GROUP BY x.src"
+        f" UNION ALL SELECT {user}, -1, 0, 0, MAX(timemodified) FROM {{t:user}} WHERE timemodified >= ?"
+        f" UNION ALL SELECT {course}, -1, 0, 0, MAX(timemodified) FROM {{t:course}} WHERE timemodified >= ?"
+        f" UNION ALL SELECT {added}, -1, 0, 0, MAX(added) FROM {{t:course_modules}} WHERE added >= ?")
+    params += [lo["user"], lo["user"], lo["course"], lo["cm_added"], lo["user"], lo["course"], lo["cm_added"]]
+    read: dict[str, int] = {}
     for src, cid, u, c, t in engine.rows(sql, params):
         source, companyid = SOURCES[int(src)], int(cid)
+        if companyid == -1:
+            if t is not None:
+                read[source] = int(t)
+            continue
         if t is None or companyid not in found or int(t) < bounds[companyid][source]:
             continue
         f = found[companyid]
@@ -118,7 +131,7 @@ def changes(engine: Engine, bounds: dict[int, dict[str, int]], now: int, *, ever
             f.users.add(int(u))
         else:
             f.courses.add(int(c))
-    return found
+    return found, read
 
 
 def stored_of_users(engine: Engine, wanted: dict[int, set[int]]) -> dict[int, set[Key]]:
@@ -152,11 +165,12 @@ class Site:
             "FROM {t:company_users} GROUP BY companyid")}
         parts: dict[int, list] = {}
         for kind, course, *rest in engine.rows(
-                "SELECT 0, e.courseid, COUNT(*), SUM(ue.id) FROM {t:user_enrolments} ue "
+                "SELECT 0, e.courseid, COUNT(*), SUM(ue.id), 0, 0 FROM {t:user_enrolments} ue "
                 "JOIN {t:enrol} e ON e.id = ue.enrolid GROUP BY e.courseid UNION ALL "
-                "SELECT 1, courseid, COUNT(*), SUM(CASE WHEN status = 0 THEN id ELSE -id END) FROM {t:enrol} "
-                "GROUP BY courseid UNION ALL "
-                "SELECT 2, ctx.instanceid, COUNT(*), SUM(ra.id) FROM {t:role_assignments} ra "
+                "SELECT 1, courseid, COUNT(*), SUM(id), SUM(CASE WHEN status = 0 THEN id ELSE 0 END), "
+                "SUM(CASE WHEN status = 0 THEN (id % 2147483647) * (id % 2147483647) % 2147483647 ELSE 0 END) "
+                "FROM {t:enrol} GROUP BY courseid UNION ALL "
+                "SELECT 2, ctx.instanceid, COUNT(*), SUM(ra.id), 0, 0 FROM {t:role_assignments} ra "
                 "JOIN {t:context} ctx ON ctx.id = ra.contextid AND ctx.contextlevel = 50 GROUP BY ctx.instanceid"):
             parts.setdefault(int(course), []).append((int(kind), *(int(v or 0) for v in rest)))
         courses = {course: _digest(*sorted(p)) for course, p in parts.items()}

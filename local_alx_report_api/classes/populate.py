@@ -70,12 +70,12 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
 
     say("info", f"Populating {len(companies)} compan{'y' if len(companies) == 1 else 'ies'}, batch size {batch_size}")
     started, site = now(), Site.read(engine)  # what a completed company's sync runs go on from
-    locks = engine.lock_set()
+    locks, completed = engine.lock_set(), {}
 
     def step(company: Company) -> company_runner.Outcome:
         def work() -> tuple[bool, dict]:
             return _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress,
-                                     should_stop, site, started), {}
+                                     should_stop, site, started, completed), {}
 
         outcome = company_runner.run(engine, company, work, what="populate", lock_wait=lock_wait, locks=held)
         if outcome.error:
@@ -93,6 +93,7 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
     with locks as held:  # one connection for every company's lock
         for _ in company_runner.each(sorted(companies, key=lambda c: c.id), step, should_stop=should_stop):
             pass
+        sync.settle_prints(engine, completed, held)
     if state.totals.inserted:
         engine.analyze(["local_alx_api_reporting"])
     t = state.totals
@@ -106,14 +107,14 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
 
 
 def _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress, should_stop,
-                      site: Site, began: int) -> bool:
+                      site: Site, began: int, scopes: dict) -> bool:
     """Populate one company; False when `should_stop` ended it before its last batch. `site` and
     `began`: the populate's snapshot and its time, which a completed company's sync runs go on
-    from."""
+    from; `scopes` gains the company's scope when it completes."""
     started = time.time()
     label = company_runner.label(company)
     scope = Scope.load(engine, company.id, report_roles)
-    walk = sync.full_walk(site, scope, began)
+    walk = sync.full_walk(site, scope, began, company_state.current(engine, company.id))
     purge_cache(engine, company.id)
     company_state.ensure(engine, company.id, now())
     total = pairs_bound(engine, scope)
@@ -121,7 +122,7 @@ def _populate_company(engine, company, state, batch_size, report_roles, now, say
         say("warning", f"{label} has no courses in scope; skipped.")
         return True
     state.current = {"id": company.id, "shortname": company.shortname, "total": total, "processed": 0}
-    say("company", f"{label}: at most {total} pairs to check")
+    say("company", f"{label}: {total} pairs to check")
     counts = Counts()
 
     def on_batch(batch: Batch) -> None:
@@ -138,6 +139,7 @@ def _populate_company(engine, company, state, batch_size, report_roles, now, say
     if after != INF:
         say("warning", f"{label}: stopped after {counts.checked}/{total} pairs: {_summary(counts)}")
         return False
-    sync.adopt_full_walk(engine, company.id, walk, now())
+    sync.adopt_full_walk(engine, company.id, walk, counts.changed, now())
+    scopes[company.id] = scope
     say("success", f"{label}: done in {time.time() - started:.1f} s: {_summary(counts)}")
     return True

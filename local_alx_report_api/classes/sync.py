@@ -23,7 +23,7 @@ class Plan:
     """One company's part of a run as detection left it: what its processing starts from."""
 
     company: Company
-    raw: str | None  # its state as read (None: no row yet); processing re-plans when it moved
+    row: company_state.Stored | None  # its state as read (None: no row yet); processing re-plans when it moved
     state: dict
     error: Exception | None  # the state could not be read: the company's run fails with it
     scope: Scope
@@ -44,33 +44,35 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
          every: bool) -> list[Plan]:
     """Detection for these companies (`every`: they are every company of the site)."""
     ids = [c.id for c in companies]
-    raws = company_state.raw_states(engine, None if every else ids)
+    rows = company_state.raw_states(engine, None if every else ids)
     scopes = Scope.load_all(engine, ids, report_roles)
     site = Site.read(engine)  # before any pair is read: a change after it is seen by the next run
     plans, bounds = [], {}
     for company in companies:
-        raw = raws.get(company.id)
-        try:
-            state, error = json.loads(raw or "{}"), None
+        row, scope = rows.get(company.id), scopes[company.id]
+        seq = row.seq if row else 0
+        try:  # a damaged state fails its own company only
+            state, pending, error = json.loads(row.raw if row and row.raw else "{}"), None, None
             if not isinstance(state, dict):
                 raise ValueError(f"sync state of company {company.id} is not an object")
-        except ValueError as exc:
-            state, error = {}, exc
-        scope = scopes[company.id]
-        pending = state.get("pending")
-        if error is None and "cutoffs" in state:
-            if pending is None:
-                cut = state["cutoffs"]
-                floor = min((int(v) for v in cut.values()), default=0)  # a source added since: the oldest cutoff
-                pending = {"from": {s: int(cut.get(s, floor)) - lookback for s in SOURCES}, "high": None, "after": None,
-                           "cacherev": site.cacherev_snapshot(company.id, state.get("cacherev", {})),
-                           "fp": site.prints(scope)}
-            start = pending["from"]
-            bounds[company.id] = {s: int(start.get(s, min(int(v) for v in start.values()))) for s in SOURCES}
-        elif pending is None:
-            pending = full_walk(site, scope, now)
-        plans.append(Plan(company, raw, state, error, scope, pending or {}))
-    found = detection.changes(engine, bounds, now, every=every)
+            pending = state.get("pending")
+            if "cutoffs" in state:
+                if pending is None:
+                    cut = state["cutoffs"]
+                    floor = min((int(v) for v in cut.values()), default=0)  # a source added since: the oldest
+                    pending = {"from": {s: int(cut.get(s, floor)) - lookback for s in SOURCES}, "high": None,
+                               "after": None, "cacherev": site.cacherev_snapshot(company.id, state.get("cacherev", {})),
+                               "fp": site.prints(scope), "seq": seq, "written": 0}
+                start = pending["from"]
+                bounds[company.id] = {s: int(start.get(s, min(int(v) for v in start.values()))) for s in SOURCES}
+                pending.setdefault("fp", None)  # a run stopped before fingerprints existed: none recorded
+            elif pending is None:
+                pending = full_walk(site, scope, now, seq)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            state, pending, error = {}, {}, exc
+            bounds.pop(company.id, None)
+        plans.append(Plan(company, row, state, error, scope, pending))
+    found, read = detection.changes(engine, bounds, now, every=every)
     stored = detection.stored_of_users(engine, {cid: f.users for cid, f in found.items() if f.users})
     for p in plans:
         f = found.get(p.company.id)
@@ -79,34 +81,60 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
         p.found, p.stored = f, stored.get(p.company.id, set())
         recorded = p.state.get("cacherev", {})
         p.courses = f.courses | {int(c) for c, rev in p.pending["cacherev"].items() if recorded.get(c) != rev}
-        p.difference = detection.to_difference(p.state.get("fp"), site.prints(p.scope))
-        p.pending.setdefault("fp", site.prints(p.scope))  # a run stopped before fingerprints existed
-        if p.pending["high"] is None:
+        # rows written since the last run by anything else (reconcile, a course switched off): the
+        # recorded fingerprints no longer describe the table
+        written_elsewhere = p.state.get("seq") != (p.row.seq if p.row else 0)
+        p.difference = None if written_elsewhere else detection.to_difference(p.state.get("fp"),
+                                                                                 site.prints(p.scope))
+        if p.pending["high"] is None:  # tasks.md 5.6 step 3, the marks of this run's read
             b = bounds[p.company.id]
             p.pending["high"] = {s: now if s in CLOCK_SOURCES else min(f.seen[s], now) if s in f.seen
-                                 else b[s] + lookback for s in SOURCES}
+                                 else max(b[s] + lookback, min(read.get(s, 0), now)) for s in SOURCES}
     return plans
 
 
-def full_walk(site: Site, scope: Scope, started: int) -> dict:
-    """The pending record of a full company sync (tasks.md 6) starting at `started`, with the
-    snapshots `site` took before it: once the walk completes, every change before `started` is
-    in the table, so they become the company's cutoffs and fingerprints (tasks.md 5.6 step 1)."""
+def full_walk(site: Site, scope: Scope, started: int, seq: int) -> dict:
+    """The pending record of a full company sync (tasks.md 6) starting at `started` with the
+    company's counter at `seq`, with the snapshots `site` took before it: once the walk completes,
+    every change before `started` is in the table, so they become the company's cutoffs and
+    fingerprints (tasks.md 5.6 step 1)."""
     return {"full": True, "after": [0, 0], "started": started,
-            "cacherev": site.cacherev_snapshot(scope.companyid, {}), "fp": site.prints(scope)}
+            "cacherev": site.cacherev_snapshot(scope.companyid, {}), "fp": site.prints(scope), "seq": seq,
+            "written": 0}
 
 
-def adopt_full_walk(engine: Engine, companyid: int, pending: dict, now: int) -> None:
-    """A populate completed the company's full walk of `pending`: its sync runs go on from there
-    (a first sync would walk the company once more), as a completed first sync would."""
+def adopt_full_walk(engine: Engine, companyid: int, pending: dict, written: int, now: int) -> None:
+    """A populate completed the company's full walk of `pending`, writing `written` rows: its sync
+    runs go on from there (a first sync would walk the company once more), as after a completed
+    first sync."""
     try:
         state = company_state.load(engine, companyid, now)
-    except ValueError:  # a damaged state: the company's next sync run fails on it and says so
+        last_run = state.get("last_run")  # no sync run happened: the last one's record stays
+    except (ValueError, AttributeError):  # a damaged state: the company's next sync run reports it
         return
-    state["pending"] = {**pending, "high": {s: pending["started"] for s in SOURCES}}
+    state["pending"] = {**pending, "high": {s: pending["started"] for s in SOURCES}, "written": written}
     _finish(state, Counts(), now, time.time(), 0)
-    del state["last_run"]  # no sync run happened
+    state["last_run"] = last_run
     company_state.save(engine, companyid, state, now)
+
+
+def settle_prints(engine: Engine, scopes: dict[int, Scope], locks: LockSet) -> None:
+    """After a run or a populate: the companies it completed whose inputs moved since its snapshot
+    forget their fingerprints (their rows may have been written in the moved state; a flag flipped
+    back later would leave the same fingerprint), so their next run checks all scope."""
+    if not scopes:
+        return
+    end = Site.read(engine)
+    held = locks.take(company_runner.lock_name(c) for c in scopes)
+    try:
+        for cid, row in company_state.raw_states(engine, [c for c in scopes if company_runner.lock_name(c) in held]
+                                                 ).items():
+            state = json.loads(row.raw or "{}")
+            if isinstance(state, dict) and state.get("fp") and state["fp"] != end.prints(scopes[cid]):
+                state["fp"] = None
+                company_state.save(engine, cid, state, int(time.time()))
+    finally:
+        locks.release(held)
 
 
 def _stored_keys(engine: Engine, companyid: int, courses: set[int]) -> set[Key]:
@@ -161,6 +189,7 @@ def run_company(engine: Engine, p: Plan, *, now: int, batch_size: int, out_of_ti
         last = start + batch_size >= len(keys)
 
         def commit(result: Counts, last=last) -> None:  # inside the batch's transaction
+            pending["written"] = pending.get("written", 0) + result.changed
             if not last:
                 company_state.save(engine, scope.companyid, state, now)
                 return
@@ -187,6 +216,8 @@ def _finish(state: dict, counts: Counts, now: int, started: float, pairs: int) -
     state["cutoffs"] = pending["high"]
     state["cacherev"] = pending["cacherev"]
     state["fp"] = pending.get("fp")
+    # the counter as this company's own runs left it: another writer moves it (decision 122)
+    state["seq"] = pending["seq"] + pending.get("written", 0) if pending.get("seq") is not None else None
     state["pending"] = None
     state["last_run"] = _record(counts, now, started, "complete", pairs)
 
@@ -201,7 +232,7 @@ def sync_company(env, company: Company, *, out_of_time: Callable[[], bool], lock
 
     def work() -> tuple[bool, dict]:
         p, now = planned, env.clock()
-        if p is None or company_state.raw_states(env.engine, [company.id]).get(company.id) != p.raw:
+        if p is None or company_state.raw_states(env.engine, [company.id]).get(company.id) != p.row:
             p = plan(env.engine, [company], now=now, lookback=plugin.sync_lookback_seconds,
                      report_roles=plugin.report_roles, every=False)[0]
         run = run_company(env.engine, p, now=now, batch_size=batch_size or plugin.sync_batch_size,
@@ -245,32 +276,42 @@ class Run:
         plans = plan(env.engine, self.companies, now=now, lookback=plugin.sync_lookback_seconds,
                      report_roles=plugin.report_roles, every=self.every)
         with env.engine.lock_set() as locks:
-            idle, moved = _record_idle(env, [p for p in plans if p.idle], locks, now)
-            yield from idle
+            idle = [p for p in plans if p.idle]
+            moved = []
+            for start in range(0, len(idle), IDLE_CHUNK):
+                outcomes, later = _record_idle(env, idle[start:start + IDLE_CHUNK], locks, now)
+                moved += later
+                yield from outcomes
             replan = {p.company.id for p in moved}
             work = {p.company.id: p for p in plans if not p.idle or p.company.id in replan}
+            done = {}
             each = company_runner.each(
                 [c for c in self.companies if c.id in work],
                 lambda company: sync_company(env, company, out_of_time=self.out_of_time, locks=locks,
                                              planned=None if company.id in replan else work[company.id]),
                 should_stop=self.out_of_time)
-            yield from each
+            for outcome in each:
+                if outcome.status == "done":
+                    done[outcome.company.id] = work[outcome.company.id].scope
+                yield outcome
             self.stopped = each.stopped
+            settle_prints(env.engine, done, locks)
+
+
+IDLE_CHUNK = 500  # idle companies recorded per round: locks held at once stay few
 
 
 def _record_idle(env, idle: list[Plan], locks: LockSet, now: int) -> tuple[list[company_runner.Outcome], list[Plan]]:
-    """The companies where nothing changed, recorded as synced together under their locks.
-    Returns their outcomes and the plans whose state moved since detection (processed alone)."""
-    if not idle:
-        return [], []
+    """Companies where nothing changed, recorded as synced together under their locks. Returns
+    their outcomes and the plans whose state moved since detection (processed alone)."""
     started = time.time()
     names = {company_runner.lock_name(p.company.id): p for p in idle}
     held = locks.take(names)
     try:
         ours = [p for name, p in names.items() if name in held]
-        raws = company_state.raw_states(env.engine, [p.company.id for p in ours])
-        moved = [p for p in ours if raws.get(p.company.id) != p.raw]
-        ready = [p for p in ours if raws.get(p.company.id) == p.raw]
+        rows = company_state.raw_states(env.engine, [p.company.id for p in ours])
+        moved = [p for p in ours if rows.get(p.company.id) != p.row]
+        ready = [p for p in ours if rows.get(p.company.id) == p.row]
         for p in ready:
             p.state["pending"] = p.pending
             _finish(p.state, Counts(), now, started, 0)
@@ -278,14 +319,13 @@ def _record_idle(env, idle: list[Plan], locks: LockSet, now: int) -> tuple[list[
     finally:
         locks.release(held)
     outcomes = []
-    failed = {cid for cid, row in company_state.rows(env.engine).items() if row["result"] == "failed"} if ready else set()
     for p in idle:
         if company_runner.lock_name(p.company.id) not in held:
             outcome = company_runner.Outcome(p.company, "busy", error=company_runner.BUSY)
             _report(env, outcome)
             outcomes.append(outcome)
     for p in ready:
-        if p.company.id in failed:  # a company whose sync had failed: resolve its alert
+        if p.row and p.row.failed:  # its last run had failed: resolve the sync alert
             inline_alerts.sync_result(env.engine, env.settings, now, p.company, 0, None)
         outcomes.append(company_runner.Outcome(p.company, "done", p.state["last_run"]))
     if ready:
@@ -304,6 +344,7 @@ def _first_sync(engine, p: Plan, now, batch_size, out_of_time, on_batch, started
     def remember(batch):
         counts.add(batch.counts)
         pending["after"] = list(batch.upto)
+        pending["written"] = pending.get("written", 0) + batch.counts.changed
         company_state.save(engine, companyid, state, now)
         if on_batch:
             on_batch(batch.counts, counts.checked, total)

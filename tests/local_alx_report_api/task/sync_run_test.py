@@ -306,3 +306,104 @@ def test_state_json_keeps_fingerprints_small(db):
     assert set(state["fp"]) == {"members", "scope", "courses"}
     assert all(len(v) == 16 for v in state["fp"]["courses"].values())
     assert state["cutoffs"]["ue_time"] == site.now
+
+
+def _member_of(site, company):
+    """A learner of the company with an active row (and the row's course)."""
+    return site.db.rows("SELECT userid, courseid FROM {t:local_alx_api_reporting} WHERE companyid = ? AND "
+                        "is_deleted = 0 ORDER BY userid LIMIT 1", (company,))[0]
+
+
+def test_rows_written_by_another_writer_make_the_next_run_check_all_scope(db):
+    """A flag flipped and flipped back leaves the same fingerprint; reconcile wrote the rows of the
+    flipped state in between: the counter it moved tells the next run to check all scope."""
+    from local_alx_report_api.task import reconcile_task
+
+    site = Site(db)
+    company = site.companies[1]
+    user, _ = _member_of(site, company)
+    db.execute("UPDATE {t:company_users} SET suspended = 1 WHERE companyid = ? AND userid = ?", (company, user))
+    site.now += 61
+    reconcile_task.execute(task_env(db, site.now))  # soft-deletes the suspended member's rows
+    site.check()
+    db.execute("UPDATE {t:company_users} SET suspended = 0 WHERE companyid = ? AND userid = ?", (company, user))
+    site.sync()
+    site.check()
+
+
+def test_a_flag_flipped_during_a_populate_and_back_after_it_is_found(db):
+    """The populate's snapshot is older than its walk: a member suspended before the walk reaches
+    it and unsuspended after the populate must still come back."""
+    from local_alx_report_api.classes import populate
+    from moodle_core.moodle import Moodle
+
+    site = Site(db, synced=False)
+    first, later = site.companies[0], site.companies[-1]
+    user = db.scalar("SELECT MIN(userid) FROM {t:company_users} WHERE companyid = ? AND managertype = 0", (later,))
+    flipped = []
+
+    def on_progress(state):
+        if state.companies_done == 1 and not flipped:  # the first company done, the last not yet walked
+            flipped.append(1)
+            db.execute("UPDATE {t:company_users} SET suspended = 1 WHERE companyid = ? AND userid = ?", (later, user))
+
+    site.now += 61
+    populate.populate(db, Moodle(db).companies(), batch_size=100, report_roles=["student"], now=lambda: site.now,
+                      lock_wait=0, on_progress=on_progress)
+    assert flipped and first != later
+    db.execute("UPDATE {t:company_users} SET suspended = 0 WHERE companyid = ? AND userid = ?", (later, user))
+    site.sync()
+    site.check()
+
+
+def test_an_enrolment_end_is_held_against_each_company_own_bound(db):
+    """One company's old bound makes the run read far back; another company's enrolment that
+    started inside that window and ended inside its own is still found by the clock source."""
+    site = Site(db)
+    old, other = site.companies[0], site.companies[2]
+    state = company_state.load(db, old, site.now)
+    cut = state["cutoffs"]  # a run of days ago, stopped and pending since
+    state["pending"] = {"from": {s: v - 2 * 86400 for s, v in cut.items()}, "high": dict(cut), "after": None,
+                        "cacherev": state["cacherev"], "fp": state["fp"], "seq": state["seq"], "written": 0}
+    company_state.save(db, old, state, site.now)
+    user, course = _member_of(site, other)
+    enrolment = site._enrolment(user, course)
+    db.execute("UPDATE {t:user_enrolments} SET timestart = ?, timeend = ? WHERE id = ?",
+               (site.now - 86400, site.now + 30, enrolment))  # an edit without a timestamp (reconcile's)
+    site.sync(tick=400)
+    site.check()
+    assert db.scalar("SELECT is_deleted FROM {t:local_alx_api_reporting} WHERE companyid = ? AND userid = ? AND "
+                     "courseid = ?", (other, user, course)) == 1
+
+
+def test_a_quiet_company_cutoffs_follow_what_the_run_read(db):
+    """A company where nothing changes for long does not keep every run reading from its old
+    cutoffs: its marks move with the largest timestamps the run read for other companies."""
+    site = Site(db)
+    quiet, busy = site.companies[3], site.companies[1]
+    user, _ = _member_of(site, busy)
+    before = company_state.load(db, quiet, site.now)["cutoffs"]["user"]
+    db.execute("UPDATE {t:user} SET lastname = 'Moved', timemodified = ? WHERE id = ?", (site.now + 30, user))
+    site.sync()
+    site.check()
+    after = company_state.load(db, quiet, site.now)["cutoffs"]["user"]
+    assert before < after == site.now - 31  # the edit's timestamp (the run's clock is 61 s on)
+
+
+def test_an_idle_company_whose_run_had_failed_resolves_its_alert(db):
+    site = Site(db)
+    company = site.companies[2]
+    good = db.scalar("SELECT state_data FROM {t:local_alx_api_sync_status} WHERE companyid = ? AND kind = 'cron'",
+                     (company,))
+    db.execute("UPDATE {t:local_alx_api_sync_status} SET state_data = '{broken' WHERE companyid = ? "
+               "AND kind = 'cron'", (company,))
+    for _ in range(3):  # the default threshold of failures in a row
+        assert site.sync(local_alx_report_api__enable_alerting=1)["failed"] == 1
+    open_alerts = "SELECT COUNT(*) FROM {t:local_alx_api_alerts} WHERE subject = ? AND resolved = 0"
+    assert db.scalar(open_alerts, (f"company:{company}",)) == 1
+    db.execute("UPDATE {t:local_alx_api_sync_status} SET state_data = ? WHERE companyid = ? AND kind = 'cron'",
+               (good, company))
+    lines = []
+    summary = task.execute(task_env(db, site.now + 61, lines, local_alx_report_api__enable_alerting=1))
+    assert summary["failed"] == 0 and "unchanged" in lines[0]
+    assert db.scalar(open_alerts, (f"company:{company}",)) == 0
