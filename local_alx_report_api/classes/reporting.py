@@ -194,6 +194,8 @@ def full_sync(engine: Engine, scope: Scope, now: int, batch_size: int, *, after:
         rep = {} if filling else stored_rows(engine, companyid, after, limit=batch_size)
         bulk = not rep and engine.insert_select_fill
         done = _insert_window(engine, scope, now, after, upto_user, batch_size) if bulk else None
+        if done is None and filling:  # a row appeared ahead after all: merge with what is stored
+            rep = stored_rows(engine, companyid, after, limit=batch_size)
         filling = done is not None
         if done is not None:
             counts, bound, users = done
