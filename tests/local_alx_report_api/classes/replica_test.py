@@ -26,16 +26,19 @@ KEYS = ("firstname", "lastname", "email", "coursename", "timecompleted_unix", "t
 class Site:
     """A generated site, a moving clock and the Moodle changes the test can make."""
 
-    def __init__(self, db):
+    def __init__(self, db, companies=2, users=24):
         self.db, self.now = db, START
-        generator.generate(db, companies=2, users=24, courses=5, enrolments_per_user=3, seed=3)
+        generator.generate(db, companies=companies, users=users, courses=5, enrolments_per_user=3, seed=3)
         installer.install(db, START)
-        db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
-                   "timemodified) VALUES (1, 'sync_mode', 1, 0, 0)")  # always incremental
-        self.users = [r[0] for r in db.rows("SELECT userid FROM {t:company_users} WHERE companyid IN (1, 2) "
-                                            "AND managertype = 0 ORDER BY userid")]
+        self.companies = list(range(1, companies + 1))
+        for company in self.companies:
+            db.execute("INSERT INTO {t:local_alx_api_settings} (companyid, setting_name, setting_value, timecreated, "
+                       "timemodified) VALUES (?, 'sync_mode', 1, 0, 0)", (company,))  # always incremental
+        self.users = [r[0] for r in db.rows("SELECT userid FROM {t:company_users} WHERE managertype = 0 "
+                                            "ORDER BY userid")]
         self.courses = [r[0] for r in db.rows("SELECT id FROM {t:course} WHERE category <> 0 ORDER BY id")]
-        self.manager = db.scalar("SELECT userid FROM {t:company_users} WHERE companyid = 1 AND managertype = 1")
+        self.managers = {c: db.scalar("SELECT userid FROM {t:company_users} WHERE companyid = ? AND managertype = 1",
+                                      (c,)) for c in self.companies}
         self.app = make_app(db, lambda: self.now)
         self.sync()
 
@@ -46,12 +49,12 @@ class Site:
         self.tick()
         sync_task.execute(task_env(self.db, self.now))
 
-    def new_token(self) -> str:
+    def new_token(self, company: int = COMPANY) -> str:
         token = secrets.token_hex(16)
         service = self.db.scalar("SELECT id FROM {t:external_services} WHERE shortname = 'alx_report_api_custom'")
         self.db.execute("INSERT INTO {t:external_tokens} (token, tokentype, userid, externalserviceid, contextid, "
                         "creatorid, validuntil, timecreated) VALUES (?, 0, ?, ?, 1, 2, 0, ?)",
-                        (token, self.manager, service, self.now))
+                        (token, self.managers[company], service, self.now))
         return token
 
     def change(self, kind: str, a: int, b: int) -> None:
@@ -84,9 +87,10 @@ class Site:
             db.execute("UPDATE {t:course} SET fullname = ?, timemodified = ? WHERE id = ?", (f"C{now}", now, course))
         elif kind == "hide_course":
             db.execute("UPDATE {t:course} SET visible = 1 - visible, timemodified = ? WHERE id = ?", (now, course))
-        elif kind == "move_company":
-            db.execute("UPDATE {t:company_users} SET companyid = 3 - companyid WHERE userid = ? AND managertype = 0",
-                       (user,))
+        elif kind == "move_company":  # to the next company
+            n = len(self.companies)
+            db.execute(f"UPDATE {{t:company_users}} SET companyid = companyid % {n} + 1 WHERE userid = ? "
+                       "AND managertype = 0", (user,))
 
     def pages(self, token: str, sizes, between=lambda: None):
         """One pull: pages from offset 0 until a short page; `between` runs after every page."""
@@ -110,9 +114,9 @@ def merge(replica: dict, rows: list) -> None:
             replica[key] = tuple(row[k] for k in KEYS)
 
 
-def truth(site: Site) -> dict:
+def truth(site: Site, company: int = COMPANY) -> dict:
     out = {}
-    for key, (fn, ln, em, cn, tc, ts, pct, status) in expected_rows(site.db, COMPANY, site.now).items():
+    for key, (fn, ln, em, cn, tc, ts, pct, status) in expected_rows(site.db, company, site.now).items():
         out[key] = (fn, ln, em, cn, tc, ts, pct / 100 if pct % 100 else pct // 100, status)
     return out
 
@@ -158,5 +162,37 @@ def test_replica_equals_full_pull_and_truth(db):
     @given(st.lists(ROUND, min_size=2, max_size=4))
     def check(rounds):
         run_rounds(site, rounds)
+
+    check()
+
+
+CHANGES_MANY = st.tuples(st.sampled_from(["complete", "enrol", "unenrol", "suspend", "rename_user", "rename_course",
+                                          "hide_course", "move_company"]), st.integers(0, 90), st.integers(0, 8))
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgresql", "mariadb"], indirect=True)
+def test_replicas_of_many_companies_changing_in_one_run(db):
+    """Issue 16: one run detects the changes of every company at once. A replica client per
+    company pulls between runs; each ends equal to a fresh full pull and to its company's truth."""
+    site = Site(db, companies=5, users=60)
+
+    @settings(max_examples=4 if db.kind == "sqlite" else 2, deadline=None, derandomize=True,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.lists(st.lists(CHANGES_MANY, max_size=10), min_size=2, max_size=3))
+    def check(rounds):
+        tokens = {c: site.new_token(c) for c in site.companies}
+        replicas = {c: {} for c in site.companies}
+        for c in site.companies:
+            merge(replicas[c], site.pages(tokens[c], [200]))
+        for changes in rounds:
+            for change in changes:
+                site.change(*change)
+            site.sync()  # one run for every company
+            for c in site.companies:
+                merge(replicas[c], site.pages(tokens[c], [3, 7]))
+        for c in site.companies:
+            fresh = {}
+            merge(fresh, site.pages(site.new_token(c), [200]))
+            assert replicas[c] == fresh == truth(site, c), f"company {c}"
 
     check()
