@@ -74,12 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     def say(text: str) -> None:
         print(f"[{time.perf_counter() - started:7.1f} s] {text}", flush=True)
 
-    if args.command == "requests":
-        from bench import requests
-
-        results, md = requests.main(args.db, size, url, args.repeat, args.baseline, say)
-        stem = f"{time.strftime('%Y-%m-%d')}-requests-{args.db}-{size.name}"
-        # a trial (--no-include) leaves the recorded results alone: its files go to bench/work/
+    def record(kind: str, results: dict, md: str) -> bool:
+        """Write a before/after command's results; False for a trial (--no-include), whose files
+        go to bench/work/ and leave the recorded results alone."""
+        stem = f"{time.strftime('%Y-%m-%d')}-{kind}-{args.db}-{size.name}"
         folder = fixture.WORK if args.no_include else run.RESULTS
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -87,21 +85,18 @@ def main(argv: list[str] | None = None) -> int:
         print(md)
         say(f"results: {folder / stem}.json and .md")
         if not args.no_include:
-            include(folder / f"{stem}.md", f"requests-{args.db}", size.name)
+            include(folder / f"{stem}.md", f"{kind}-{args.db}", size.name)
+        return not args.no_include
+
+    if args.command == "requests":
+        from bench import requests
+
+        record("requests", *requests.main(args.db, size, url, args.repeat, args.baseline, say))
         return 0
     if args.command == "sync":
         from bench import sync
 
-        results, md = sync.main(args.db, size, url, args.repeat, args.baseline, say, args.freshness)
-        stem = f"{time.strftime('%Y-%m-%d')}-sync-{args.db}-{size.name}"
-        folder = fixture.WORK if args.no_include else run.RESULTS
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
-        (folder / f"{stem}.md").write_text(md)
-        print(md)
-        say(f"results: {folder / stem}.json and .md")
-        if not args.no_include:
-            include(folder / f"{stem}.md", f"sync-{args.db}", size.name)
+        if record("sync", *sync.main(args.db, size, url, args.repeat, args.baseline, say, args.freshness)):
             say(f"plot: {sync.plot(args.db)}")
         return 0
     if args.rebuild:

@@ -63,6 +63,23 @@ def floor(raw, sql: str, params: tuple, repeat: int, warmup: int = 3) -> tuple[d
     return stats(samples), count
 
 
+def timed_populate(args: list[str], env: dict, url: str, cwd: str | None = None) -> dict:
+    """`populate` as a subprocess: seconds, rows after it, rows/s and its peak RSS (wait4)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - t0
+    out = proc.stdout.read()
+    proc.stdout.close()
+    if status != 0:
+        raise RuntimeError(f"populate failed: {out[-2000:]}")
+    engine = engines.connect(url, "mdl_")
+    rows = int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting}"))
+    engine.db.close()
+    return {"seconds": round(elapsed, 2), "rows": rows, "rows_per_second": round(rows / elapsed),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+
+
 def populate_floor(url: str, roles: list[str], companies) -> float:
     """In-database INSERT ... SELECT of every company's in-scope pairs, one statement per company,
     into a copy of the reporting table with the same indexes (no batches, no Python per row)."""
@@ -157,19 +174,7 @@ class Bench:
             site.reset_plugin_state(engine)
             engine.db.close()
             args = [load.CLI, "populate", "--quiet"] + [f"--companyid={c.id}" for c in self.filled]
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(args, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            _, status, usage = os.wait4(proc.pid, 0)
-            elapsed = time.perf_counter() - t0
-            out = proc.stdout.read()
-            proc.stdout.close()
-            if status != 0:
-                raise RuntimeError(f"populate failed: {out[-2000:]}")
-            engine = self.engine()
-            rows = int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting}"))
-            engine.db.close()
-            runs.append({"seconds": round(elapsed, 2), "rows": rows, "rows_per_second": round(rows / elapsed),
-                         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)})
+            runs.append(timed_populate(args, self.env, self.url))
             self.say(f"  populate run {n + 1}: {runs[-1]}")
         floor_seconds = self.populate_floor()
         best = min(r["seconds"] for r in runs)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bench import fixture, load, site
 from bench.requests import ROOT, unpack
-from bench.run import RESULTS, populate_floor
+from bench.run import RESULTS, populate_floor, timed_populate
 from local_alx_report_api.settings import load as load_settings
 from moodle_core import engines, generator
 from moodle_core.moodle import Moodle
@@ -30,7 +30,7 @@ RUNNER = r"""
 import json, sys, time
 from local_alx_report_api.settings import load
 from local_alx_report_api.task import TaskEnv, sync_reporting_data_task
-from moodle_core import engines, generator
+from moodle_core import engines
 from moodle_core.moodle import Moodle
 args = json.loads(sys.argv[1])
 engine = engines.connect(args["url"], "mdl_")
@@ -77,21 +77,10 @@ class SyncBench:
         engine.db.close()
         self.vacuum()
         env, cwd = self._env(code)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "local_alx_report_api.cli", "populate", "--quiet"], env=env,
-                                cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        elapsed = time.perf_counter() - t0
-        out = proc.stdout.read()
-        proc.stdout.close()
-        if status != 0:
-            raise RuntimeError(f"populate failed: {out[-2000:]}")
-        engine = self.engine()
-        rows = int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting}"))
-        engine.db.close()
+        out = timed_populate([sys.executable, "-m", "local_alx_report_api.cli", "populate", "--quiet"], env,
+                             self.url, cwd)
         self.vacuum()
-        return {"seconds": round(elapsed, 2), "rows": rows, "rows_per_second": round(rows / elapsed),
-                "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+        return out
 
     def task(self, code: Path | None) -> dict:
         self.clock += ROUND
