@@ -78,18 +78,21 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
         f = found.get(p.company.id)
         if f is None:
             continue
-        p.found, p.stored = f, stored.get(p.company.id, set())
-        recorded = p.state.get("cacherev", {})
-        p.courses = f.courses | {int(c) for c, rev in p.pending["cacherev"].items() if recorded.get(c) != rev}
-        # rows written since the last run by anything else (reconcile, a course switched off): the
-        # recorded fingerprints no longer describe the table
-        written_elsewhere = p.state.get("seq") != (p.row.seq if p.row else 0)
-        p.difference = None if written_elsewhere else detection.to_difference(p.state.get("fp"),
-                                                                                 site.prints(p.scope))
-        if p.pending["high"] is None:  # tasks.md 5.6 step 3, the marks of this run's read
-            b = bounds[p.company.id]
-            p.pending["high"] = {s: now if s in CLOCK_SOURCES else min(f.seen[s], now) if s in f.seen
-                                 else max(b[s] + lookback, min(read.get(s, 0), now)) for s in SOURCES}
+        try:  # a damaged state fails its own company only
+            recorded = p.state.get("cacherev", {})
+            p.courses = f.courses | {int(c) for c, rev in p.pending["cacherev"].items() if recorded.get(c) != rev}
+            # rows written since the last run by anything else (reconcile, a course switched off): the
+            # recorded fingerprints no longer describe the table
+            written_elsewhere = p.state.get("seq") != (p.row.seq if p.row else 0)
+            p.difference = None if written_elsewhere else detection.to_difference(p.state.get("fp"),
+                                                                                     site.prints(p.scope))
+            if p.pending["high"] is None:  # tasks.md 5.6 step 3, the marks of this run's read
+                b = bounds[p.company.id]
+                p.pending["high"] = {s: now if s in CLOCK_SOURCES else min(f.seen[s], now) if s in f.seen
+                                     else max(b[s] + lookback, min(read.get(s, 0), now)) for s in SOURCES}
+            p.found, p.stored = f, stored.get(p.company.id, set())
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            p.error, p.courses, p.difference = exc, set(), set()
     return plans
 
 
@@ -119,9 +122,10 @@ def adopt_full_walk(engine: Engine, companyid: int, pending: dict, written: int,
 
 
 def settle_prints(engine: Engine, scopes: dict[int, Scope], locks: LockSet) -> None:
-    """After a run or a populate: the companies it completed whose inputs moved since its snapshot
-    forget their fingerprints (their rows may have been written in the moved state; a flag flipped
-    back later would leave the same fingerprint), so their next run checks all scope."""
+    """After a run, a job or a populate: the companies whose rows it wrote and whose inputs moved
+    since its snapshot forget their fingerprints, recorded or pending (their rows may show the
+    moved state; a flag flipped back later would restore the snapshot's value), so that their next
+    run checks all scope."""
     if not scopes:
         return
     end = Site.read(engine)
@@ -129,9 +133,15 @@ def settle_prints(engine: Engine, scopes: dict[int, Scope], locks: LockSet) -> N
     try:
         for cid, row in company_state.raw_states(engine, [c for c in scopes if company_runner.lock_name(c) in held]
                                                  ).items():
-            state = json.loads(row.raw or "{}")
-            if isinstance(state, dict) and state.get("fp") and state["fp"] != end.prints(scopes[cid]):
-                state["fp"] = None
+            try:
+                state = json.loads(row.raw or "{}")
+                now_prints, moved = end.prints(scopes[cid]), False
+                for holder in (state, state.get("pending") or {}):
+                    if holder.get("fp") and holder["fp"] != now_prints:
+                        holder["fp"], moved = None, True
+            except (ValueError, TypeError, AttributeError):  # a damaged state: its next run reports it
+                continue
+            if moved:
                 company_state.save(engine, cid, state, int(time.time()))
     finally:
         locks.release(held)
@@ -241,6 +251,9 @@ def sync_company(env, company: Company, *, out_of_time: Callable[[], bool], lock
 
     outcome = company_runner.run(env.engine, company, work, what="sync", lock_wait=lock_wait, locks=locks)
     _report(env, outcome)
+    if locks is None and outcome.status != "busy":  # a job: settled now (a run settles its companies at its end)
+        with env.engine.lock_set() as own:
+            settle_prints(env.engine, {company.id: Scope.load(env.engine, company.id, plugin.report_roles)}, own)
     return outcome
 
 
@@ -291,7 +304,7 @@ class Run:
                                              planned=None if company.id in replan else work[company.id]),
                 should_stop=self.out_of_time)
             for outcome in each:
-                if outcome.status == "done":
+                if outcome.status != "busy":  # rows may have been written: done, stopped or failed
                     done[outcome.company.id] = work[outcome.company.id].scope
                 yield outcome
             self.stopped = each.stopped

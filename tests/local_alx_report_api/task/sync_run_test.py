@@ -407,3 +407,47 @@ def test_an_idle_company_whose_run_had_failed_resolves_its_alert(db):
     summary = task.execute(task_env(db, site.now + 61, lines, local_alx_report_api__enable_alerting=1))
     assert summary["failed"] == 0 and "unchanged" in lines[0]
     assert db.scalar(open_alerts, (f"company:{company}",)) == 0
+
+
+def test_a_flag_flipped_during_a_sync_job_and_back_after_it_is_found(db):
+    """A `sync` job settles its fingerprints too: a member suspended while the job recomputes
+    their pairs and unsuspended after it comes back at the next run."""
+    from local_alx_report_api.classes import sync
+
+    site = Site(db, companies=3, users=300)
+    company = site.companies[1]
+    user = db.scalar("SELECT MAX(userid) FROM {t:local_alx_api_reporting} WHERE companyid = ? AND is_deleted = 0",
+                     (company,))
+    for b in range(len(site.courses)):  # every pair of the company, by a change not found again later
+        site.change("cacherev", 0, b)
+    flipped = []
+
+    def on_batch(counts, processed, total):
+        if not flipped:  # after the first batch, before the batch of the last member
+            flipped.append(1)
+            db.execute("UPDATE {t:company_users} SET suspended = 1 WHERE companyid = ? AND userid = ?",
+                       (company, user))
+
+    site.now += 61
+    env = task_env(db, site.now)
+    [target] = [c for c in env.moodle.companies() if c.id == company]
+    outcome = sync.sync_company(env, target, out_of_time=lambda: False, batch_size=100, on_batch=on_batch)
+    assert outcome.status == "done" and flipped
+    assert not any(stored(db, company).get((user, c)) for c in site.courses), "written while suspended"
+    db.execute("UPDATE {t:company_users} SET suspended = 0 WHERE companyid = ? AND userid = ?", (company, user))
+    site.sync(tick=700)
+    site.check()
+
+
+def test_a_state_damaged_beyond_json_fails_its_company_only(db):
+    site = Site(db)
+    broken = site.companies[2]
+    state = company_state.load(db, broken, site.now)
+    state["cacherev"] = [1, 2]  # valid JSON, not the shape a run writes
+    company_state.save(db, broken, state, site.now)
+    site.change("user_profile", 5, 0)
+    summary = site.sync()
+    assert summary["failed"] == 1 and summary["processed"] == len(site.companies) - 1
+    for companyid in site.companies:
+        if companyid != broken:
+            assert stored(db, companyid) == expected_rows(db, companyid, site.now)
