@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("sync", help="the sync task and populate before (--baseline) and after, and the plot")
     p.add_argument("--size", choices=sorted(fixture.SIZES), default="full")
     p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
-    p.add_argument("--repeat", type=int, default=3, help="quiet runs and 10k-pair runs per variant (default 3)")
+    p.add_argument("--repeat", type=int, default=3, help="quiet runs and runs of the middle change size per variant (default 3)")
     p.add_argument("--baseline", default="ad1224b", help="the code before (a git ref; default: before issue 16)")
     p.add_argument("--freshness", type=int, default=4, metavar="N",
                    help="edits timed until served, with the sync task every minute under load (0: skip; default 4)")

@@ -221,6 +221,7 @@ class SyncBench:
             cron.terminate()
             cron.wait()
             if loader:
+                self.say(f"  waiting for the load to end ({duration} s after it started)")
                 loader.join()
             server.stop()
             engine.db.close()
