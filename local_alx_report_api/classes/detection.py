@@ -72,65 +72,55 @@ class Found:
             self.seen[source] = max(self.seen.get(source, 0), int(stamp))
 
 
-def changes(engine: Engine, bounds: dict[int, dict[str, int]], now: int, *,
-            every: bool) -> tuple[dict[int, Found], dict[str, int]]:
+def changes(engine: Engine, bounds: dict[int, dict[str, int]], now: int) -> tuple[dict[int, Found], dict[str, int]]:
     """Per company of `bounds` (company → source → lower bound): the changed pairs, users and
     courses, read in one statement for all of them; and per source the largest timestamp the
-    statement read, whatever its company (see `plan`'s high marks). `every`: the run covers every
-    company (no company filter in SQL)."""
+    statement read, whatever its company (see `plan`'s high marks). Each source is read once:
+    rows no company takes come back too (company NULL or 0), for those largest timestamps."""
     found = {cid: Found() for cid in bounds}
     if not bounds:
         return found, {}
     lo = {s: min(b[s] for b in bounds.values()) for s in SOURCES}
-    only = "" if every else f" AND {{alias}}.companyid IN ({_ints(bounds)})"
     parts, params = [], []
     for n, source in enumerate(PAIR_SOURCES):
         parts.append(f"SELECT {n} AS src, q.u, q.c, q.t FROM ({_PAIR_SQL[source]}) q")
         params += [lo[source], now] * 2 if source == "ue_time" else [lo[source]]
-    pairs = " UNION ALL ".join(parts)
     user, course, added = (SOURCES.index(s) for s in ("user", "course", "cm_added"))
     sql = (
-        f"WITH x AS ({pairs}) "
         # a pair: to the companies whose member and course it is, and to those storing a row for it
-        "SELECT x.src, cu.companyid, x.u, x.c, x.t FROM x JOIN {t:company_users} cu ON cu.userid = x.u "
-        "JOIN {t:company_course} cc ON cc.companyid = cu.companyid AND cc.courseid = x.c WHERE 1 = 1"
-        + only.format(alias="cu") +
-        " UNION ALL SELECT x.src, r.companyid, x.u, x.c, x.t FROM x JOIN {t:local_alx_api_reporting} r "
-        "ON r.userid = x.u AND r.courseid = x.c WHERE 1 = 1" + only.format(alias="r") +
+        f"SELECT x.src, cu.companyid, r.companyid, x.u, x.c, x.t FROM ({' UNION ALL '.join(parts)}) x "
+        "LEFT JOIN {t:company_users} cu ON cu.userid = x.u AND EXISTS (SELECT 1 FROM {t:company_course} cc "
+        "WHERE cc.companyid = cu.companyid AND cc.courseid = x.c) "
+        "LEFT JOIN {t:local_alx_api_reporting} r ON r.userid = x.u AND r.courseid = x.c"
         # a user: to the companies it is a member of or stores rows of
-        f" UNION ALL SELECT {user}, cu.companyid, u.id, 0, u.timemodified FROM {{t:user}} u "
-        "JOIN {t:company_users} cu ON cu.userid = u.id WHERE u.timemodified >= ?" + only.format(alias="cu") +
-        f" UNION ALL SELECT DISTINCT {user}, r.companyid, u.id, 0, u.timemodified FROM {{t:user}} u "
-        "JOIN {t:local_alx_api_reporting} r ON r.userid = u.id WHERE u.timemodified >= ?" + only.format(alias="r") +
+        f" UNION ALL SELECT {user}, cu.companyid, 0, u.id, 0, u.timemodified FROM {{t:user}} u "
+        "LEFT JOIN {t:company_users} cu ON cu.userid = u.id WHERE u.timemodified >= ?"
+        f" UNION ALL SELECT DISTINCT {user}, r.companyid, 0, u.id, 0, u.timemodified FROM {{t:user}} u "
+        "JOIN {t:local_alx_api_reporting} r ON r.userid = u.id WHERE u.timemodified >= ?"
         # a course: to the companies it belongs to (a course that left a company changed the
         # company's course scope, whose fingerprint makes that company's set difference run)
-        f" UNION ALL SELECT {course}, cc.companyid, 0, c.id, c.timemodified FROM {{t:course}} c "
-        "JOIN {t:company_course} cc ON cc.courseid = c.id WHERE c.timemodified >= ?" + only.format(alias="cc") +
-        f" UNION ALL SELECT {added}, cc.companyid, 0, cm.course, cm.added FROM {{t:course_modules}} cm "
-        "JOIN {t:company_course} cc ON cc.courseid = cm.course WHERE cm.added >= ?" + only.format(alias="cc") +
-        # the largest timestamp read per source, of any company (company -1)
-        " UNION ALL SELECT x.src, -1, 0, 0, MAX(x.t) FROM x GROUP BY x.src"
-        f" UNION ALL SELECT {user}, -1, 0, 0, MAX(timemodified) FROM {{t:user}} WHERE timemodified >= ?"
-        f" UNION ALL SELECT {course}, -1, 0, 0, MAX(timemodified) FROM {{t:course}} WHERE timemodified >= ?"
-        f" UNION ALL SELECT {added}, -1, 0, 0, MAX(added) FROM {{t:course_modules}} WHERE added >= ?")
-    params += [lo["user"], lo["user"], lo["course"], lo["cm_added"], lo["user"], lo["course"], lo["cm_added"]]
+        f" UNION ALL SELECT {course}, cc.companyid, 0, 0, c.id, c.timemodified FROM {{t:course}} c "
+        "LEFT JOIN {t:company_course} cc ON cc.courseid = c.id WHERE c.timemodified >= ?"
+        f" UNION ALL SELECT {added}, cc.companyid, 0, 0, cm.course, cm.added FROM {{t:course_modules}} cm "
+        "LEFT JOIN {t:company_course} cc ON cc.courseid = cm.course WHERE cm.added >= ?")
+    params += [lo["user"], lo["user"], lo["course"], lo["cm_added"]]
     read: dict[str, int] = {}
-    for src, cid, u, c, t in engine.rows(sql, params):
-        source, companyid = SOURCES[int(src)], int(cid)
-        if companyid == -1:
-            if t is not None:
-                read[source] = int(t)
+    for src, member, storing, u, c, t in engine.rows(sql, params):
+        if t is None:
             continue
-        if t is None or companyid not in found or int(t) < bounds[companyid][source]:
-            continue
-        f = found[companyid]
-        f.note(source, t)
-        if source in PAIR_SOURCES:
-            f.pairs.add((int(u), int(c)))
-        elif source == "user":
-            f.users.add(int(u))
-        else:
-            f.courses.add(int(c))
+        source, t = SOURCES[int(src)], int(t)
+        read[source] = max(read.get(source, t), t)
+        for companyid in {int(member or 0), int(storing or 0)}:
+            if companyid not in found or t < bounds[companyid][source]:
+                continue
+            f = found[companyid]
+            f.note(source, t)
+            if source in PAIR_SOURCES:
+                f.pairs.add((int(u), int(c)))
+            elif source == "user":
+                f.users.add(int(u))
+            else:
+                f.courses.add(int(c))
     return found, read
 
 

@@ -72,7 +72,7 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
             state, pending, error = {}, {}, exc
             bounds.pop(company.id, None)
         plans.append(Plan(company, row, state, error, scope, pending))
-    found, read = detection.changes(engine, bounds, now, every=every)
+    found, read = detection.changes(engine, bounds, now)
     stored = detection.stored_of_users(engine, {cid: f.users for cid, f in found.items() if f.users})
     for p in plans:
         f = found.get(p.company.id)
