@@ -77,9 +77,9 @@ def _hash_suffix(name: str, limit: int) -> str:
 
 
 class LockSet:
-    """Named locks (the same names and the same exclusion as `Engine.lock`) taken without waiting,
-    many in one round trip, on one dedicated connection (or, on SQLite, open files) for a whole
-    run: a sync run takes and frees every company's lock without opening a connection each.
+    """Named locks (the same names and the same exclusion as `Engine.lock`), many in one round
+    trip when taken without waiting, on one dedicated connection (or, on SQLite, open files) for a
+    whole run: a sync run takes and frees every company's lock without opening a connection each.
     Whatever it holds is released by `release`, by `close`, or when its connection or process
     dies."""
 

@@ -47,10 +47,10 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
     rows = company_state.raw_states(engine, None if every else ids)
     scopes = Scope.load_all(engine, ids, report_roles)
     site = Site.read(engine)  # before any pair is read: a change after it is seen by the next run
-    plans, bounds = [], {}
+    plans, bounds, prints = [], {}, {}
     for company in companies:
         row, scope = rows.get(company.id), scopes[company.id]
-        seq = row.seq if row else 0
+        seq, prints[company.id] = row.seq if row else 0, site.prints(scope)
         try:  # a damaged state fails its own company only
             state, pending, error = json.loads(row.raw if row and row.raw else "{}"), None, None
             if not isinstance(state, dict):
@@ -62,7 +62,7 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
                     floor = min((int(v) for v in cut.values()), default=0)  # a source added since: the oldest
                     pending = {"from": {s: int(cut.get(s, floor)) - lookback for s in SOURCES}, "high": None,
                                "after": None, "cacherev": site.cacherev_snapshot(company.id, state.get("cacherev", {})),
-                               "fp": site.prints(scope), "seq": seq, "written": 0}
+                               "fp": prints[company.id], "seq": seq, "written": 0}
                 start = pending["from"]
                 bounds[company.id] = {s: int(start.get(s, min(int(v) for v in start.values()))) for s in SOURCES}
                 pending.setdefault("fp", None)  # a run stopped before fingerprints existed: none recorded
@@ -85,7 +85,7 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
             # recorded fingerprints no longer describe the table
             written_elsewhere = p.state.get("seq") != (p.row.seq if p.row else 0)
             p.difference = None if written_elsewhere else detection.to_difference(p.state.get("fp"),
-                                                                                     site.prints(p.scope))
+                                                                                     prints[p.company.id])
             if p.pending["high"] is None:  # tasks.md 5.6 step 3, the marks of this run's read
                 b = bounds[p.company.id]
                 p.pending["high"] = {s: now if s in CLOCK_SOURCES else min(f.seen[s], now) if s in f.seen
