@@ -52,21 +52,21 @@ def webservices_enabled(config: ConfigCache) -> bool:
 
 
 # -- client IP -----------------------------------------------------------------------------------
+def is_trusted(addr: str, trusted: list[str]) -> bool:
+    """Whether a peer is one of the trusted proxies (its forwarded headers are believed)."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(t, strict=False) for t in trusted)
+
+
 def client_ip(remote_addr: str, forwarded_for: str | None, trusted: list[str]) -> str:
     """The peer, or the right-most untrusted X-Forwarded-For address when the peer is trusted."""
-    networks = [ipaddress.ip_network(t, strict=False) for t in trusted]
-
-    def is_trusted(addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in networks)
-
-    if not networks or not forwarded_for or not is_trusted(remote_addr):
+    if not trusted or not forwarded_for or not is_trusted(remote_addr, trusted):
         return remote_addr
     for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        if not is_trusted(hop):
+        if not is_trusted(hop, trusted):
             return hop
     return remote_addr
 

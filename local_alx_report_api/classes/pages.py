@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -14,30 +14,48 @@ from local_alx_report_api.classes.reporting import hundredths
 QUARTER = 900  # every UTC offset of today's time zones is a multiple of 15 minutes
 
 
-class LocalTimes:
-    """Unix time → "Y-m-d H:i:s" in a zone, "" for 0. A page formats two times per row: the
-    date and hour are worked out once per quarter hour, the minutes and seconds added to them;
-    a quarter with an offset change in it, or an offset that is not whole quarters (old local
-    mean times), is formatted exactly every time."""
+def _offset(moment: datetime) -> str:
+    """ISO 8601's zone designator: Z, or +hh:mm / -hh:mm."""
+    minutes = int(moment.utcoffset().total_seconds()) // 60
+    if minutes == 0:
+        return "Z"
+    sign, minutes = ("-", -minutes) if minutes < 0 else ("+", minutes)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
-    def __init__(self, zone: ZoneInfo):
-        self.zone = zone
-        self.quarters: dict[int, tuple[str, int] | None] = {}
+
+class LocalTimes:
+    """Unix time → "Y-m-d H:i:s" in a zone, "" for 0; with `iso`, "Y-m-dTH:i:s+hh:mm" (OData's
+    Edm.DateTimeOffset), None for 0. A page formats two times or more per row: the date and hour
+    are worked out once per quarter hour, the minutes and seconds added to them; a quarter with an
+    offset change in it, or an offset that is not whole quarters (old local mean times), is
+    formatted exactly every time."""
+
+    def __init__(self, zone: ZoneInfo, iso: bool = False):
+        self.zone, self.iso = zone, iso
+        self.empty = None if iso else ""
+        self.quarters: dict[int, tuple[str, int, str] | None] = {}
 
     def exact(self, ts: int) -> str:
-        return datetime.fromtimestamp(ts, self.zone).strftime("%Y-%m-%d %H:%M:%S")
+        moment = datetime.fromtimestamp(ts, self.zone)
+        if self.iso:
+            if moment.utcoffset().total_seconds() % 60:  # no ISO designator for it: the same instant in UTC
+                moment = datetime.fromtimestamp(ts, UTC)
+            return moment.strftime("%Y-%m-%dT%H:%M:%S") + _offset(moment)
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
 
-    def _quarter(self, quarter: int) -> tuple[str, int] | None:
+    def _quarter(self, quarter: int) -> tuple[str, int, str] | None:
         start = datetime.fromtimestamp(quarter * QUARTER, self.zone)
         end = datetime.fromtimestamp(quarter * QUARTER + QUARTER - 1, self.zone)
         offset = start.utcoffset()
         if offset != end.utcoffset() or offset.total_seconds() % QUARTER:
             return None
-        return start.strftime("%Y-%m-%d %H:"), start.minute
+        if self.iso:
+            return start.strftime("%Y-%m-%dT%H:"), start.minute, _offset(start)
+        return start.strftime("%Y-%m-%d %H:"), start.minute, ""
 
-    def __call__(self, ts: int) -> str:
+    def __call__(self, ts: int) -> str | None:
         if not ts:
-            return ""
+            return self.empty
         quarter, into = divmod(ts, QUARTER)
         known = self.quarters.get(quarter, False)
         if known is False:
@@ -47,13 +65,13 @@ class LocalTimes:
         if known is None:
             return self.exact(ts)
         minutes, seconds = divmod(into, 60)
-        return f"{known[0]}{known[1] + minutes:02d}:{seconds:02d}"
+        return f"{known[0]}{known[1] + minutes:02d}:{seconds:02d}{known[2]}"
 
 
-@functools.lru_cache(maxsize=8)
-def local_times(timezone: str) -> LocalTimes:
+@functools.lru_cache(maxsize=16)
+def local_times(timezone: str, iso: bool = False) -> LocalTimes:
     """The worker's formatter for a zone: its quarter-hour memo serves every request."""
-    return LocalTimes(ZoneInfo(timezone))
+    return LocalTimes(ZoneInfo(timezone), iso)
 
 
 def _element(userid: int, firstname: str, lastname: str, email: str, courseid: int, coursename: str, completed: int,

@@ -25,4 +25,4 @@ ROUTES = {"/metrics": "local_alx_report_api.classes.prometheus.Metrics",
           "/healthz": "local_alx_report_api.classes.prometheus.Healthz",
           "/readyz": "local_alx_report_api.classes.prometheus.Readyz"}
 # Route groups of the web app: (app, site) → None (the control center, admin-ui.md)
-MOUNTS = ["local_alx_report_api.controlcenter.mount"]
+MOUNTS = ["local_alx_report_api.controlcenter.mount", "local_alx_report_api.classes.odata.feed.mount"]

@@ -69,6 +69,40 @@ def as_moodle(exc: Exception, doing: str) -> MoodleException:
     return unexpected(f"{type(exc).__name__}: {first}")
 
 
+def authorize(site, call: Call, token: str, function: str):
+    """Token, user, protocol capability, function and function-access checks in Moodle's order
+    (protocol.md 4-5), for every endpoint that answers with a function's data (REST, OData).
+    Fills the caller, company and log fields as they become known; returns the function."""
+    engine = site.engine
+    call.caller = auth.authenticate(engine, token, call.ip, call.now)
+    call.log.set(userid=call.caller.userid, token_hash=token_hash(call.caller.token))
+    auth.check_user(engine, site.config, call.caller, call.now)
+    call.company = call.caller.company
+    if call.company:
+        call.log.set(companyid=call.company.id, company_shortname=call.company.shortname)
+    call.authenticated = True
+    if not auth.has_capability(engine, site.config, call.caller.userid, call.caller.contextid,
+                               "webservice/rest:use"):
+        raise WebserviceAccessException(
+            "You are not allowed to use the rest protocol (missing capability: webservice/rest:use)")
+    if not function:
+        raise InvalidParameterException("Missing function name")
+    implemented = site.registry.functions.get(function)
+
+    def in_table() -> bool:
+        return engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?", (function,)) is not None
+    # reused only for the functions this service has (a name from the client would grow the memo)
+    known = "\x00" not in function and (site.config.remember(("function", function), in_table)
+                                        if implemented is not None else in_table())
+    if implemented is None or not known:
+        if known:
+            log.warning("function %s is in external_functions but not implemented by this service", function)
+        raise DmlMissingRecordException("external_functions", "SELECT * FROM {external_functions} WHERE name = ?",
+                                        [function])
+    auth.check_function_access(engine, site.config, call.caller, function, call.ip, call.now)
+    return implemented
+
+
 class RestServer:
     """The endpoint resource. Every method is processed like GET or POST (section 1)."""
 
@@ -220,32 +254,7 @@ class RestServer:
                 log.exception("after-request hook failed")
 
     def _run(self, call: Call, token: str, function: str, params: dict):
-        site, engine = self.site, self.site.engine
-        call.caller = auth.authenticate(engine, token, call.ip, call.now)
-        call.log.set(userid=call.caller.userid, token_hash=token_hash(call.caller.token))
-        auth.check_user(engine, site.config, call.caller, call.now)
-        call.company = call.caller.company
-        if call.company:
-            call.log.set(companyid=call.company.id, company_shortname=call.company.shortname)
-        call.authenticated = True
-        if not auth.has_capability(engine, site.config, call.caller.userid, call.caller.contextid,
-                                   "webservice/rest:use"):
-            raise WebserviceAccessException(
-                "You are not allowed to use the rest protocol (missing capability: webservice/rest:use)")
-        if not function:
-            raise InvalidParameterException("Missing function name")
-        implemented = site.registry.functions.get(function)
-        def in_table() -> bool:
-            return engine.scalar("SELECT id FROM {t:external_functions} WHERE name = ?", (function,)) is not None
-        # reused only for the functions this service has (a name from the client would grow the memo)
-        known = "\x00" not in function and (site.config.remember(("function", function), in_table)
-                                            if implemented is not None else in_table())
-        if implemented is None or not known:
-            if known:
-                log.warning("function %s is in external_functions but not implemented by this service", function)
-            raise DmlMissingRecordException("external_functions", "SELECT * FROM {external_functions} WHERE name = ?",
-                                            [function])
-        auth.check_function_access(engine, site.config, call.caller, function, call.ip, call.now)
+        implemented = authorize(self.site, call, token, function)
         logged = [k for k in ("limit", "offset") if k in implemented.parameters["properties"]]
         call.log.extra.update({k: params[k] for k in logged if k in params})
         arguments = validate_parameters(implemented.parameters, params)

@@ -1,0 +1,118 @@
+"""Server-driven paging of the feed: one statement per page on the reporting table, keyset on
+the key (O(page) at any depth, and a row the sync task updates between two pages is read once,
+in one of its states), and the signed `$skiptoken` that carries the position from page to page."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+from local_alx_report_api.classes.odata.query import Options, bad
+from moodle_core.engines import DATABASE_ERRORS, Engine
+
+SKIPTOKEN_SECONDS = 3600  # a nextLink is followed free within this time of its page (then counted)
+_PLUGIN = "local_alx_report_api"
+
+
+def secret(engine: Engine, config) -> bytes:
+    """The site's key for skiptokens, made once and kept in Moodle's config_plugins as a plugin's
+    setting (every host of the site signs and checks with it)."""
+    def read():
+        return engine.scalar("SELECT value FROM {t:config_plugins} WHERE plugin = ? AND name = 'odata_secret'",
+                             (_PLUGIN,))
+
+    value = config.remember(("odata_secret",), read)
+    if not value:
+        try:
+            engine.execute("INSERT INTO {t:config_plugins} (plugin, name, value) VALUES (?, 'odata_secret', ?)",
+                           (_PLUGIN, secrets.token_hex(32)), retry=False)
+        except DATABASE_ERRORS:  # another host made it at the same moment: theirs is the key
+            pass
+        value = read()
+    return value.encode()
+
+
+@dataclass
+class Position:
+    """What a skiptoken carries."""
+
+    key: tuple[int, int]  # the last key served
+    left: int | None  # of $top, the rows still to serve
+    count: int | None  # @odata.count as read by the first page
+    size: int  # page size
+    expires: int  # after this the page is counted by the rate limit
+    free: bool = True  # within its time: not counted
+
+
+def _bound(options: Options, token_hash: str) -> str:
+    """What a skiptoken belongs to: the caller's token and the query's options."""
+    text = json.dumps([token_hash, sorted(options.text.items())], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def sign(key: bytes, position: Position, options: Options, token_hash: str) -> str:
+    body = json.dumps([list(position.key), position.left, position.count, position.size, position.expires,
+                       _bound(options, token_hash)], separators=(",", ":")).encode()
+    mac = hmac.new(key, body, hashlib.sha256).digest()[:16]
+    return (base64.urlsafe_b64encode(body).rstrip(b"=") + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
+
+
+def verify(key: bytes, token: str, options: Options, token_hash: str, now: int) -> Position:
+    """The position of a skiptoken this site made for this caller and query; 400 otherwise."""
+    try:
+        body_text, _, mac_text = token.partition(".")
+        body = base64.urlsafe_b64decode(body_text + "=" * (-len(body_text) % 4))
+        mac = base64.urlsafe_b64decode(mac_text + "=" * (-len(mac_text) % 4))
+        if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:16]):
+            raise ValueError("signature")
+        (user, course), left, count, size, expires, bound = json.loads(body)
+    except (ValueError, TypeError):
+        raise bad("$skiptoken is not one of this feed's: follow the @odata.nextLink as given") from None
+    if bound != _bound(options, token_hash):
+        raise bad("$skiptoken belongs to another query or token: follow the @odata.nextLink as given")
+    return Position((int(user), int(course)), left, count, int(size), int(expires), now <= int(expires))
+
+
+@dataclass
+class Read:
+    """What one page statement needs beyond the options."""
+
+    companyid: int
+    courses: tuple[int, ...]  # the company's course scope (switched-off courses left out)
+
+
+COLUMNS_ALWAYS = ("userid", "courseid")
+
+
+def where(read: Read, options: Options) -> tuple[str, list]:
+    courses = ", ".join(str(int(c)) for c in read.courses) or "NULL"
+    sql = f"companyid = ? AND is_deleted = 0 AND courseid IN ({courses})"
+    params: list = [read.companyid]
+    if options.where:
+        sql += f" AND {options.where}"
+        params += options.params
+    return sql, params
+
+
+def count(engine: Engine, read: Read, options: Options) -> int:
+    sql, params = where(read, options)
+    return int(engine.scalar(f"SELECT COUNT(*) FROM {{t:local_alx_api_reporting}} WHERE {sql}", params))
+
+
+def page(engine: Engine, read: Read, options: Options, columns: tuple[str, ...], *, after: tuple[int, int] | None,
+         offset: int, limit: int) -> list[tuple]:
+    """Up to `limit` rows (userid, courseid, then `columns`) in key order, after a key or from
+    an offset; on the (companyid, userid, courseid) index."""
+    sql, params = where(read, options)
+    way, cmp = ("DESC", "<") if options.descending else ("ASC", ">")
+    if after is not None:
+        sql += f" AND userid {cmp}= ? AND (userid {cmp} ? OR (userid = ? AND courseid {cmp} ?))"
+        params += [after[0], after[0], after[0], after[1]]
+    listed = ", ".join((*COLUMNS_ALWAYS, *columns))
+    text = (f"SELECT {listed} FROM {{t:local_alx_api_reporting}} WHERE {sql} ORDER BY userid {way}, courseid {way} "
+            f"LIMIT {int(limit)}" + (f" OFFSET {int(offset)}" if offset else ""))
+    return engine.rows(text, params)

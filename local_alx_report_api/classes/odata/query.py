@@ -1,0 +1,308 @@
+"""The feed's query options (OData 4.0 part 2, section 5): read, checked, and turned into the
+WHERE, ORDER BY and LIMIT of one parameterised statement on the reporting table.
+
+`$filter` is parsed by odata-query's grammar (its AST only); every literal becomes a bound
+parameter and every name one of the entity's columns, so no text of the request reaches the SQL.
+What the feed does not do is refused with 501, what is wrong with 400: never a wrong answer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from odata_query import ast
+from odata_query.exceptions import ODataException
+from odata_query.grammar import ODataLexer, ODataParser
+
+from local_alx_report_api.classes.odata.model import ENTITY_TYPE, Property
+
+MAX_FILTER = 8000  # characters: an incremental-refresh filter is ~100; a long `in` list fits
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
+SUPPORTED = ("$select", "$filter", "$orderby", "$top", "$skip", "$count", "$skiptoken", "$format")
+_OPS = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
+_FLIP = {ast.Lt: ast.Gt(), ast.LtE: ast.GtE(), ast.Gt: ast.Lt(), ast.GtE: ast.LtE(), ast.Eq: ast.Eq(),
+         ast.NotEq: ast.NotEq()}
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+class ODataError(Exception):
+    """An answer other than 200: its HTTP status, OData error code and message."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def bad(message: str) -> ODataError:
+    return ODataError(400, "badrequest", message)
+
+
+def unsupported(message: str) -> ODataError:
+    return ODataError(501, "notimplemented", message)
+
+
+@dataclass
+class Options:
+    select: tuple[Property, ...]  # the properties of each entity in the answer
+    selected: bool  # $select named them (the context URL says which)
+    where: str  # "" or a condition on the reporting table's columns, with ? parameters
+    params: list
+    descending: bool  # $orderby: the key, both columns the same way
+    top: int | None
+    skip: int
+    count: bool
+    skiptoken: str | None
+    metadata: str  # minimal | none | full
+    ieee754: bool  # Int64 and Decimal values as strings (IEEE754Compatible=true)
+    text: dict[str, str]  # the options as sent (what a nextLink keeps and a skiptoken is bound to)
+
+
+def single(query: dict[str, list[str]]) -> dict[str, str]:
+    """The query's options by lower-cased name (OData 4.01 reads them case-insensitively), each
+    given once; unknown system options refused. Other names (wstoken, a client's own) pass."""
+    options: dict[str, str] = {}
+    for name, values in query.items():
+        key = name.lower()
+        if not key.startswith("$"):
+            continue
+        if key not in SUPPORTED:
+            raise unsupported(f"The query option {name} is not supported by this feed "
+                              f"(supported: {', '.join(SUPPORTED)})")
+        if len(values) > 1 or key in options:
+            raise bad(f"The query option {name} is given more than once")
+        options[key] = values[0]
+    return options
+
+
+def parse(options: dict[str, str], props: tuple[Property, ...], kind: str, accept: str | None) -> Options:
+    by_name = {p.name: p for p in props}
+    select, selected = _select(options.get("$select"), props, by_name)
+    where, params = _filter(options.get("$filter"), by_name, kind)
+    metadata, ieee754 = _format(options.get("$format"), accept)
+    return Options(select, selected, where, params, _orderby(options.get("$orderby"), by_name),
+                   _count_or_int("$top", options.get("$top")), _count_or_int("$skip", options.get("$skip")) or 0,
+                   _boolean("$count", options.get("$count")), options.get("$skiptoken"), metadata, ieee754,
+                   {k: v for k, v in options.items() if k in ("$select", "$filter", "$orderby", "$count", "$format")})
+
+
+# -- $select, $orderby, $top, $skip, $count, $format -------------------------------------------------
+def _unknown(name: str) -> ODataError:
+    return bad(f"Could not find a property named '{name}' on type '{ENTITY_TYPE}'")
+
+
+def _select(text: str | None, props, by_name) -> tuple[tuple[Property, ...], bool]:
+    if text is None or text.strip() == "*":
+        return props, False
+    names = [n.strip() for n in text.split(",")]
+    if not all(names):
+        raise bad("$select has an empty item")
+    for name in names:
+        if name not in by_name:
+            if "/" in name or "(" in name:
+                raise unsupported(f"$select={name}: only the entity's own properties can be selected")
+            raise _unknown(name)
+    chosen = set(names)
+    return tuple(p for p in props if p.name in chosen), True
+
+
+def _orderby(text: str | None, by_name) -> bool:
+    """True for descending. The key, or its first column, in one direction: the order of the
+    (companyid, userid, courseid) index, so every page reads only its own rows."""
+    if text is None:
+        return False
+    items = []
+    for item in text.split(","):
+        words = item.split()
+        if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
+            raise bad(f"$orderby: cannot read '{item.strip()}'")
+        if words[0] not in by_name:
+            raise _unknown(words[0])
+        items.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
+    names = [n for n, _ in items]
+    if names not in (["userid"], ["userid", "courseid"]) or len({d for _, d in items}) > 1:
+        raise unsupported("$orderby: the feed is ordered by its key; give 'userid' or 'userid,courseid', "
+                          "both ascending or both descending")
+    return items[0][1]
+
+
+def _count_or_int(name: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.strip().isdigit() or len(text.strip()) > 18:
+        raise bad(f"{name} must be a non-negative integer, not '{text[:50]}'")
+    return int(text)
+
+
+def _boolean(name: str, text: str | None) -> bool:
+    if text is None:
+        return False
+    if text.strip().lower() not in ("true", "false"):
+        raise bad(f"{name} must be true or false, not '{text[:50]}'")
+    return text.strip().lower() == "true"
+
+
+def _format(text: str | None, accept: str | None) -> tuple[str, bool]:
+    """(odata.metadata level, IEEE754Compatible) from $format, else the first JSON type of Accept."""
+    media = text
+    if media is None:
+        for part in (accept or "").split(","):
+            if part.strip().lower().startswith(("application/json", "*/*", "application/*")):
+                media = part
+                break
+        media = media or "json"
+    kind, *parameters = [p.strip() for p in media.split(";")]
+    if kind.lower() not in ("json", "application/json", "*/*", "application/*"):
+        raise ODataError(406 if text is None else 501, "notacceptable",
+                         f"The feed answers in JSON (application/json), not {kind[:100]}")
+    values = {}
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        values[name.strip().lower()] = value.strip().lower()
+    metadata = values.get("odata.metadata", "minimal")
+    if metadata not in ("minimal", "none", "full"):
+        raise bad(f"odata.metadata={metadata[:50]}: give minimal, none or full")
+    return metadata, values.get("ieee754compatible") == "true"
+
+
+# -- $filter -----------------------------------------------------------------------------------------
+def _filter(text: str | None, by_name: dict[str, Property], kind: str) -> tuple[str, list]:
+    if text is None:
+        return "", []
+    if not text.strip():
+        raise bad("$filter is empty")
+    if len(text) > MAX_FILTER:
+        raise bad(f"$filter is longer than {MAX_FILTER} characters")
+    try:
+        tree = ODataParser().parse(ODataLexer().tokenize(text))
+    except RecursionError:
+        raise bad("$filter is nested too deeply") from None
+    except ODataException as exc:
+        raise bad(f"$filter: {exc}") from None
+    except Exception as exc:  # the grammar's own failures on strange input: still the client's text
+        raise bad(f"$filter cannot be read: {type(exc).__name__}") from None
+    params: list = []
+    try:
+        sql = Filter(by_name, kind, params).condition(tree)
+    except RecursionError:
+        raise bad("$filter is nested too deeply") from None
+    return sql, params
+
+
+class Filter:
+    """One $filter tree → a SQL condition. Comparisons follow OData's null rules for the two
+    nullable times (a stored 0): null compares equal only to null, and every order comparison
+    with it is false."""
+
+    def __init__(self, by_name: dict[str, Property], kind: str, params: list):
+        self.by_name, self.kind, self.params = by_name, kind, params
+
+    def condition(self, node) -> str:
+        if isinstance(node, ast.BoolOp):
+            word = "AND" if isinstance(node.op, ast.And) else "OR"
+            return f"({self.condition(node.left)} {word} {self.condition(node.right)})"
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return f"(NOT {self.condition(node.operand)})"
+        if isinstance(node, ast.Boolean):
+            return "1 = 1" if node.val.lower() == "true" else "1 = 0"
+        if isinstance(node, ast.Compare):
+            return self.compare(node)
+        if isinstance(node, ast.Call):
+            raise unsupported(f"$filter: the function {node.func.name}() is not supported "
+                              "(supported: eq ne gt ge lt le and or not in)")
+        if isinstance(node, ast.Identifier | ast.Attribute):
+            raise bad("$filter: a property alone is not a condition; compare it with a value")
+        raise unsupported(f"$filter: {type(node).__name__} expressions are not supported")
+
+    def prop(self, node) -> Property:
+        if isinstance(node, ast.Identifier) and not node.namespace:
+            if node.name not in self.by_name:
+                raise _unknown(node.name)
+            return self.by_name[node.name]
+        if isinstance(node, ast.Attribute | ast.Identifier):
+            raise bad("$filter: the entity has no navigation or complex properties")
+        raise unsupported("$filter: comparisons are between a property and a value")
+
+    def compare(self, node: ast.Compare) -> str:
+        left, right, comparator = node.left, node.right, node.comparator
+        if isinstance(comparator, ast.In):
+            prop = self.prop(left)
+            values = right.val if isinstance(right, ast.List) else [right]
+            if not values:
+                raise bad("$filter: 'in' needs at least one value")
+            if not all(isinstance(v, ast._Literal) and not isinstance(v, ast.List) for v in values):
+                raise unsupported("$filter: 'in' takes a list of values")
+            return "(" + " OR ".join(self.compare_one(prop, ast.Eq(), v) for v in values) + ")"
+        if isinstance(left, ast._Literal) and not isinstance(right, ast._Literal):
+            left, right, comparator = right, left, _FLIP[type(comparator)]
+        prop = self.prop(left)
+        if not isinstance(right, ast._Literal) or isinstance(right, ast.List):
+            raise unsupported("$filter: comparisons are between a property and a value")
+        return self.compare_one(prop, comparator, right)
+
+    def compare_one(self, prop: Property, comparator, literal) -> str:
+        op = _OPS[type(comparator)]
+        if isinstance(literal, ast.Null):
+            if op not in ("=", "<>"):
+                return "1 = 0"  # null in an order comparison is false
+            if prop.nullable:
+                return f"{prop.column} {op} 0"
+            return "1 = 0" if op == "=" else "1 = 1"
+        value = self.value(prop, literal)
+        column = self.column(prop)
+        self.params.append(value)
+        if prop.nullable:  # a stored 0 is null: never equal to or ordered with a value, unequal to all
+            return f"({prop.column} = 0 OR {column} <> ?)" if op == "<>" else f"({prop.column} <> 0 AND {column} {op} ?)"
+        return f"{column} {op} ?"
+
+    def column(self, prop: Property) -> str:
+        """The column as compared: text by code point on every engine (OData's comparison,
+        Python's), not by the column's collation (MariaDB's ignores case and trailing spaces)."""
+        if prop.edm != "Edm.String":
+            return prop.column
+        if self.kind == "postgresql":
+            return f'{prop.column} COLLATE "C"'
+        if self.kind == "mariadb":
+            return f"BINARY {prop.column}"
+        return prop.column
+
+    def value(self, prop: Property, literal):
+        name = f"{prop.name} ({prop.edm})"
+        if prop.edm == "Edm.String":
+            if not isinstance(literal, ast.String):
+                raise bad(f"$filter: {name} is compared with a string in quotes")
+            return literal.val
+        if prop.edm == "Edm.DateTimeOffset":
+            if not isinstance(literal, ast.DateTime):
+                raise bad(f"$filter: {name} is compared with a date and time with its offset, "
+                          "like 2026-01-31T00:00:00Z")
+            return self.number(_unix(literal.val))
+        if not isinstance(literal, ast.Integer | ast.Float):
+            raise bad(f"$filter: {name} is compared with a number")
+        try:
+            number = Decimal(literal.val)
+        except InvalidOperation:
+            raise bad(f"$filter: '{literal.val[:50]}' is not a number") from None
+        if not number.is_finite() or not INT64[0] <= number <= INT64[1]:
+            raise bad(f"$filter: {literal.val[:50]} is out of range for {name}")
+        return self.number(number)
+
+    def number(self, number: Decimal):
+        """A bound number: an int when whole (every driver), else a float on SQLite (its driver
+        has no Decimal) and the exact Decimal elsewhere."""
+        if number == number.to_integral_value():
+            return int(number)
+        return float(number) if self.kind == "sqlite" else number
+
+
+def _unix(text: str) -> Decimal:
+    """An Edm.DateTimeOffset literal → Unix seconds (exact, fractions kept to the microsecond)."""
+    try:
+        moment = datetime.fromisoformat(_FRACTION.sub(r"\1", text))
+    except ValueError:
+        raise bad(f"$filter: '{text[:50]}' is not a valid date and time") from None
+    if moment.tzinfo is None:
+        raise bad(f"$filter: {text[:50]} has no offset; an Edm.DateTimeOffset needs one (Z or +hh:mm)")
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) / 1000000
