@@ -41,6 +41,10 @@ _HEADERS = {"OData-Version": "4.0", "Cache-Control": "no-cache, private", "Acces
 _STATUS = {"invalidtoken": 401, "accessexception": 403, "invalidrecord": 403, "nocompanyassociation": 403,
            "sitemaintenance": 503, "ratelimitexceeded": 429, "dbconnectionfailed": 503, "dmlreadexception": 503,
            "dmlwriteexception": 503, "restdisabled": 403}
+def _status(errorcode: str) -> int:
+    return _STATUS.get(errorcode) or (403 if errorcode.startswith("wsaccess") else 500)
+
+
 JSON = "application/json;odata.metadata={};odata.streaming=true;IEEE754Compatible={}"
 
 
@@ -91,12 +95,12 @@ class Feed:
                 body, content_type = self._answer(req, resp, call, path)
                 status = 200
             except MoodleException as exc:
-                raise ODataError(_STATUS.get(exc.errorcode, 500), exc.errorcode, exc.message) from exc
+                raise ODataError(_status(exc.errorcode), exc.errorcode, exc.message) from exc
             except ODataError:
                 raise
             except Exception as exc:
                 failed = as_moodle(exc, f"odata/{path}")
-                raise ODataError(_STATUS.get(failed.errorcode, 500), failed.errorcode, failed.message) from exc
+                raise ODataError(_status(failed.errorcode), failed.errorcode, failed.message) from exc
         except ODataError as exc:
             status, content_type = exc.status, "application/json"
             body = orjson.dumps({"error": {"code": exc.code, "message": exc.message}})

@@ -19,6 +19,7 @@ from odata_query.grammar import ODataLexer, ODataParser
 from local_alx_report_api.classes.odata.model import ENTITY_TYPE, Property
 
 MAX_FILTER = 8000  # characters: an incremental-refresh filter is ~100; a long `in` list fits
+MAX_OPERATORS = 400  # and/or/not: SQLite refuses expressions deeper than 1000; `in` takes long lists
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
 SUPPORTED = ("$select", "$filter", "$orderby", "$top", "$skip", "$count", "$skiptoken", "$format")
 _OPS = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
@@ -182,12 +183,28 @@ def _filter(text: str | None, by_name: dict[str, Property], kind: str) -> tuple[
         raise bad(f"$filter: {exc}") from None
     except Exception as exc:  # the grammar's own failures on strange input: still the client's text
         raise bad(f"$filter cannot be read: {type(exc).__name__}") from None
+    if _operators(tree) > MAX_OPERATORS:
+        raise bad(f"$filter has more than {MAX_OPERATORS} and/or/not: give a list of values with 'in'")
     params: list = []
     try:
         sql = Filter(by_name, kind, params).condition(tree)
     except RecursionError:
         raise bad("$filter is nested too deeply") from None
     return sql, params
+
+
+def _operators(tree) -> int:
+    """and/or/not in the tree, counted without recursion (the tree can be thousands deep)."""
+    found, stack = 0, [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.BoolOp):
+            found += 1
+            stack += [node.left, node.right]
+        elif isinstance(node, ast.UnaryOp):
+            found += 1
+            stack.append(node.operand)
+    return found
 
 
 class Filter:
@@ -233,13 +250,25 @@ class Filter:
                 raise bad("$filter: 'in' needs at least one value")
             if not all(isinstance(v, ast._Literal) and not isinstance(v, ast.List) for v in values):
                 raise unsupported("$filter: 'in' takes a list of values")
-            return "(" + " OR ".join(self.compare_one(prop, ast.Eq(), v) for v in values) + ")"
+            return self.among(prop, values)
         if isinstance(left, ast._Literal) and not isinstance(right, ast._Literal):
             left, right, comparator = right, left, _FLIP[type(comparator)]
         prop = self.prop(left)
         if not isinstance(right, ast._Literal) or isinstance(right, ast.List):
             raise unsupported("$filter: comparisons are between a property and a value")
         return self.compare_one(prop, comparator, right)
+
+    def among(self, prop: Property, values: list) -> str:
+        """`in`: one IN list of the values (null among them matches null)."""
+        known = [v for v in values if not isinstance(v, ast.Null)]
+        parts = []
+        if known:
+            self.params += [self.value(prop, v) for v in known]
+            listed = f"{self.column(prop)} IN ({', '.join('?' * len(known))})"
+            parts.append(f"({prop.column} <> 0 AND {listed})" if prop.nullable else listed)
+        if len(known) < len(values):
+            parts.append(self.compare_one(prop, ast.Eq(), ast.Null()))
+        return "(" + " OR ".join(parts) + ")"
 
     def compare_one(self, prop: Property, comparator, literal) -> str:
         op = _OPS[type(comparator)]
@@ -272,6 +301,8 @@ class Filter:
         if prop.edm == "Edm.String":
             if not isinstance(literal, ast.String):
                 raise bad(f"$filter: {name} is compared with a string in quotes")
+            if "\x00" in literal.val:  # never stored; PostgreSQL refuses it in a parameter
+                raise bad("$filter: a string holds a NUL character")
             return literal.val
         if prop.edm == "Edm.DateTimeOffset":
             if not isinstance(literal, ast.DateTime):
