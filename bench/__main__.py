@@ -1,6 +1,6 @@
 """`python -m bench run [--size small|medium|full|many] [--db postgresql|sqlite|mariadb] [--repeat N]
 [--soak SECONDS] [--url URL] [--rebuild]`, `python -m bench parse`, `python -m bench requests
-[--baseline REF]` and `python -m bench sync [--baseline REF]`: see BENCHMARKS.md."""
+[--baseline REF]`, `python -m bench sync [--baseline REF]` and `python -m bench odata`: see BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="database URL (default: as for run)")
     p.add_argument("--no-include", action="store_true",
                    help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
+    p = sub.add_parser("odata", help="the OData feed's 1000-row page next to the REST page and their floors")
+    p.add_argument("--size", choices=sorted(fixture.SIZES), default="full")
+    p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
+    p.add_argument("--repeat", type=int, default=30, help="requests per latency (default 30)")
+    p.add_argument("--url", help="database URL (default: as for run)")
+    p.add_argument("--no-include", action="store_true",
+                   help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
     args = parser.parse_args(argv)
     if args.command == "parse":
         from bench import parse
@@ -92,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import requests
 
         record("requests", *requests.main(args.db, size, url, args.repeat, args.baseline, say))
+        return 0
+    if args.command == "odata":
+        from bench import odata
+
+        record("odata", *odata.main(args.db, size, url, args.repeat, say))
         return 0
     if args.command == "sync":
         from bench import sync

@@ -38,7 +38,7 @@ def site(db, tmp_path):
     if not os.access(NGINX, os.X_OK):
         unavailable(f"Debian's nginx ({NGINX}) is not installed: apt-get install nginx (bin/run-tests does)")
     generated = generated_site(db, int(time.time()), companies=1, users=10, seed=5)
-    with gunicorn(db, tmp_path, workers=2) as base:
+    with gunicorn(db, tmp_path, workers=2, ALX_WEBSERVICE_TRUSTED_PROXIES="127.0.0.1") as base:
         yield base, generated.tokens[0][0]
 
 
@@ -220,4 +220,13 @@ def test_behind_nginx_slow_header_clients_do_not_starve_others(site, tmp_path):
         assert status(proxied + "metrics") == 200
         assert status(proxied + "metrics", source="127.0.0.2") == 403
         assert status(proxied + "config.php") == 404
+
+        # the OData feed's links point back through nginx (X-Forwarded-Host, with its port)
+        feed = proxied + "local/alx_report_api/odata/CourseProgress"
+        request = urllib.request.Request(f"{feed}?wstoken={token}", headers={"Prefer": "odata.maxpagesize=2"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            link = json.loads(answer.read())["@odata.nextLink"]
+        assert link.startswith(feed + "?")
+        with urllib.request.urlopen(link, timeout=10) as answer:
+            assert len(json.loads(answer.read())["value"]) == 2
     print(f"whole test {time.monotonic() - started:.1f} s")

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PARSE = ROOT / "tests" / "powerquery" / "parse.mjs"
 PARSER_PACKAGE = ROOT / "tests" / "powerquery" / "node_modules" / "@microsoft" / "powerquery-parser"
 CONNECTOR = ROOT / "docs" / "powerbi" / "AlxCourseProgress.pq"
+ODATA_QUERY = ROOT / "docs" / "powerbi" / "CourseProgressOData.pq"
 
 
 def _unavailable(reason: str):
@@ -37,6 +38,16 @@ def test_connector_parses():
     result = parse(CONNECTOR)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [f"ok {CONNECTOR}"]
+
+
+def test_odata_query_parses():
+    """The guide's OData query (incremental refresh); its filter is the one the feed's partition
+    test sends (tests/local_alx_report_api/odata/client_test.py)."""
+    result = parse(ODATA_QUERY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = " ".join(ODATA_QUERY.read_text().split())
+    assert "each [created] >= DateTimeZone.From(RangeStart) and [created] < DateTimeZone.From(RangeEnd)" in text
+    assert 'ApiKeyName = "wstoken"' in text and 'local/alx_report_api/odata/' in text
 
 
 @pytest.mark.parametrize("breakage", ["let without in", "unbalanced bracket"])

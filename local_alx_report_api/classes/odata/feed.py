@@ -192,7 +192,7 @@ class Feed:
     def _entities(self, req, resp, call: Call, settings, props, options: Options, root: str, only_count: bool,
                   query: dict[str, list[str]]) -> tuple[bytes, str]:
         engine, plugin = call.engine, call.settings.local_alx_report_api
-        key = paging.secret(engine, call.config)
+        key = paging.secret(engine, call.config, call.now)
         hashed = call.log.fields["token_hash"]
         position = (paging.verify(key, options.skiptoken, options, hashed, call.now)
                     if options.skiptoken is not None and not only_count else None)

@@ -15,21 +15,24 @@ from local_alx_report_api.classes.odata.query import Options, bad
 from moodle_core.engines import DATABASE_ERRORS, Engine
 
 SKIPTOKEN_SECONDS = 3600  # a nextLink is followed free within this time of its page (then counted)
-_PLUGIN = "local_alx_report_api"
+_SECRET_ROW = hashlib.sha256(b"odata_skiptoken_secret").hexdigest()
 
 
-def secret(engine: Engine, config) -> bytes:
-    """The site's key for skiptokens, made once and kept in Moodle's config_plugins as a plugin's
-    setting (every host of the site signs and checks with it)."""
+def secret(engine: Engine, config, now: int) -> bytes:
+    """The site's key for skiptokens, made once and kept as a row of the service's own
+    local_alx_api_sync_status (kind `secret`): every host of the site signs and checks with it."""
     def read():
-        return engine.scalar("SELECT value FROM {t:config_plugins} WHERE plugin = ? AND name = 'odata_secret'",
-                             (_PLUGIN,))
+        return engine.scalar("SELECT state_data FROM {t:local_alx_api_sync_status} WHERE companyid = 0 AND "
+                             "token_hash = ?", (_SECRET_ROW,))
 
     value = config.remember(("odata_secret",), read)
     if not value:
         try:
-            engine.execute("INSERT INTO {t:config_plugins} (plugin, name, value) VALUES (?, 'odata_secret', ?)",
-                           (_PLUGIN, secrets.token_hex(32)), retry=False)
+            with engine.db.atomic():
+                engine.insert("local_alx_api_sync_status", {
+                    "companyid": 0, "token_hash": _SECRET_ROW, "kind": "secret", "sync_mode": "secret",
+                    "last_sync_status": "success", "state_data": secrets.token_hex(32), "created_at": now,
+                    "updated_at": now})
         except DATABASE_ERRORS:  # another host made it at the same moment: theirs is the key
             pass
         value = read()

@@ -25,6 +25,17 @@ SUPPORTED = ("$select", "$filter", "$orderby", "$top", "$skip", "$count", "$skip
 _OPS = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
 _FLIP = {ast.Lt: ast.Gt(), ast.LtE: ast.GtE(), ast.Gt: ast.Lt(), ast.GtE: ast.LtE(), ast.Eq: ast.Eq(),
          ast.NotEq: ast.NotEq()}
+# positions and lengths counted the same way on each engine: characters (SQLite, PostgreSQL),
+# bytes of binary strings (MariaDB, where a binary comparison is the only exact one)
+_TEXT_FUNCTIONS = {
+    "contains": {"sqlite": "instr({c}, ?) > 0", "postgresql": "strpos({c}, ?) > 0",
+                 "mariadb": "INSTR(BINARY {c}, BINARY ?) > 0"},
+    "startswith": {"sqlite": "substr({c}, 1, length(?)) = ?", "postgresql": "left({c}, length(?)) = ?",
+                   "mariadb": "LEFT(BINARY {c}, LENGTH(?)) = BINARY ?"},
+    "endswith": {"sqlite": "length(?) = 0 OR substr({c}, -length(?)) = ?",
+                 "postgresql": "right({c}, length(?)) = ?",
+                 "mariadb": "RIGHT(BINARY {c}, LENGTH(?)) = BINARY ?"},
+}
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -226,11 +237,32 @@ class Filter:
         if isinstance(node, ast.Compare):
             return self.compare(node)
         if isinstance(node, ast.Call):
-            raise unsupported(f"$filter: the function {node.func.name}() is not supported "
-                              "(supported: eq ne gt ge lt le and or not in)")
+            return self.call(node)
         if isinstance(node, ast.Identifier | ast.Attribute):
             raise bad("$filter: a property alone is not a condition; compare it with a value")
         raise unsupported(f"$filter: {type(node).__name__} expressions are not supported")
+
+    def call(self, node: ast.Call) -> str:
+        """contains, startswith and endswith of a text property and a text value, exact (by
+        code point, like eq): what Power Query folds Text.Contains, Text.StartsWith and
+        Text.EndsWith into."""
+        name = node.func.name
+        if name not in _TEXT_FUNCTIONS or node.func.namespace:
+            raise unsupported(f"$filter: the function {name}() is not supported (supported: "
+                              f"{', '.join(_TEXT_FUNCTIONS)}; eq ne gt ge lt le and or not in)")
+        if len(node.args) != 2:
+            raise bad(f"$filter: {name}() takes a property and a value")
+        prop, literal = self.prop(node.args[0]), node.args[1]
+        if prop.edm != "Edm.String":
+            raise bad(f"$filter: {name}() takes a text property, not {prop.name} ({prop.edm})")
+        if isinstance(literal, ast.Null):
+            return "1 = 0"
+        if not isinstance(literal, ast._Literal):
+            raise unsupported(f"$filter: {name}() compares a property with a value")
+        value = self.value(prop, literal)
+        sql = _TEXT_FUNCTIONS[name][self.kind].format(c=prop.column)
+        self.params += [value] * sql.count("?")
+        return f"({sql})"
 
     def prop(self, node) -> Property:
         if isinstance(node, ast.Identifier) and not node.namespace:
