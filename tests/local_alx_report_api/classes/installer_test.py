@@ -19,7 +19,7 @@ def test_install_json_describes_the_six_tables():
                      "local_alx_api_sync_status", "local_alx_api_cache", "local_alx_api_alerts"]
     reporting = {f["name"]: f for f in doc["tables"][2]["fields"]}
     assert reporting["coursename"]["length"] == 1333 and reporting["change_seq"]["added"]
-    assert [f["name"] for f in doc["tables"][0]["fields"]][-1] == "response_bytes"
+    assert [f["name"] for f in doc["tables"][0]["fields"]][-1] == "source"
 
 
 def _physical(engine, field):

@@ -21,7 +21,7 @@ from tests.webapp import FUNCTION, post, progress
 ZONE = "America/New_York"  # NOW = 2024-11-25 10:00:00 there
 COLUMNS = ["id", "userid", "company_shortname", "endpoint", "record_count", "error_message", "response_time_ms",
            "timeaccessed", "ip_address", "user_agent", "additional_data", "companyid", "token_hash", "errorcode",
-           "counted", "sync_mode", "data_source", "cache_status", "db_time_ms", "response_bytes"]
+           "counted", "sync_mode", "data_source", "cache_status", "db_time_ms", "response_bytes", "source"]
 
 
 @pytest.fixture
