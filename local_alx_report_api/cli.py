@@ -264,6 +264,7 @@ def cmd_serve(args) -> int:
                 self.cfg.set("worker_class", "gthread")
                 self.cfg.set("threads", args.threads)
             self.cfg.set("accesslog", None)
+            self.cfg.set("limit_request_line", 8190)  # gunicorn's largest (nginx's default too): an OData $filter
             # the control center's "Send test alert" waits for both channels (3 tries each)
             self.cfg.set("timeout", max(30, 3 * (settings.mail.timeout_seconds + settings.sms.timeout_seconds) + 10))
             if "control_socket_disable" in self.cfg.settings:  # newer gunicorn: no shared control socket

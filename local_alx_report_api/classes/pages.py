@@ -12,6 +12,7 @@ from local_alx_report_api.classes.progress import Progress
 from local_alx_report_api.classes.reporting import hundredths
 
 QUARTER = 900  # every UTC offset of today's time zones is a multiple of 15 minutes
+_MINUTES_SECONDS = tuple(f"{m:02d}:{s:02d}" for m in range(60) for s in range(60))  # "MM:SS" by second of the hour
 
 
 def _offset(moment: datetime) -> str:
@@ -64,8 +65,7 @@ class LocalTimes:
             known = self.quarters[quarter] = self._quarter(quarter)
         if known is None:
             return self.exact(ts)
-        minutes, seconds = divmod(into, 60)
-        return f"{known[0]}{known[1] + minutes:02d}:{seconds:02d}{known[2]}"
+        return known[0] + _MINUTES_SECONDS[known[1] * 60 + into] + known[2]
 
 
 @functools.lru_cache(maxsize=16)

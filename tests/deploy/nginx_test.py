@@ -22,9 +22,11 @@ from urllib.parse import urlencode
 
 import pytest
 
+from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from tests.conftest import ROOT, unavailable
 from tests.servers import free_port, gunicorn
 from tests.sites import generated_site
+from tests.tasks import task_env
 
 NGINX = "/usr/sbin/nginx"
 ENDPOINT = "webservice/rest/server.php"
@@ -38,6 +40,7 @@ def site(db, tmp_path):
     if not os.access(NGINX, os.X_OK):
         unavailable(f"Debian's nginx ({NGINX}) is not installed: apt-get install nginx (bin/run-tests does)")
     generated = generated_site(db, int(time.time()), companies=1, users=10, seed=5)
+    sync_task.execute(task_env(db, int(time.time())))  # the OData feed reads the filled table
     with gunicorn(db, tmp_path, workers=2, ALX_WEBSERVICE_TRUSTED_PROXIES="127.0.0.1") as base:
         yield base, generated.tokens[0][0]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import operator
 import re
 import time
 from urllib.parse import parse_qsl, quote, urlencode
@@ -133,8 +134,13 @@ class Feed:
     # -- the answer --------------------------------------------------------------------------------
     def _answer(self, req, resp, call: Call, path: str) -> tuple[bytes, str]:
         site = self.site
+        if req.method == "OPTIONS":  # a browser's CORS preflight: what a GET from another origin may send
+            resp.set_headers({"Allow": "GET, HEAD, OPTIONS", "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                              "Access-Control-Allow-Headers": "Authorization, Accept, Prefer, OData-Version, "
+                                                              "OData-MaxVersion", "Access-Control-Max-Age": "600"})
+            return b"", "text/plain"
         if req.method not in ("GET", "HEAD"):
-            raise ODataError(405, "methodnotallowed", "The feed is read-only: use GET", {"Allow": "GET, HEAD"})
+            raise ODataError(405, "methodnotallowed", "The feed is read-only: use GET", {"Allow": "GET, HEAD, OPTIONS"})
         if path not in ("", "$metadata", model.ENTITY_SET, f"{model.ENTITY_SET}/$count"):
             if path.startswith(model.ENTITY_SET):
                 raise unsupported(f"{path[:100]}: entities are read through the entity set and its query options")
@@ -196,16 +202,16 @@ class Feed:
         hashed = call.log.fields["token_hash"]
         position = (paging.verify(key, options.skiptoken, options, hashed, call.now)
                     if options.skiptoken is not None and not only_count else None)
-        if position is not None and position.free:
-            ratelimit.admit_free(call, settings)
-        else:
-            ratelimit.admit(call, settings)
         QUERY_COMPANY.set(call.company.id)
         scope = Scope.load(engine, call.company.id, plugin.report_roles, settings.switched_off)
         read = paging.Read(call.company.id, scope.courses)
         if settings.table is not None and not settings.table[1] and live_rows(engine, scope, call.now, limit=1):
             raise ODataError(503, "notready", "The company's report table has not been filled yet; it is filled "
                                               "by the sync task (or `alx-report-api populate`)")
+        if position is not None and position.free:
+            ratelimit.admit_free(call, settings)
+        else:
+            ratelimit.admit(call, settings)
         call.log.set(data_source="table")
         call.log.extra.update({k: v[:500] for k, v in options.text.items()})
         if only_count:
@@ -234,8 +240,8 @@ class Feed:
             document["@odata.count"] = str(total) if options.ieee754 else total
         document["value"] = self._values(rows, columns, options, call.timezone, root)
         if more and left != 0:
-            token = paging.sign(key, paging.Position(rows[-1][:2], left, total, size, call.now + paging.SKIPTOKEN_SECONDS),
-                                options, hashed)
+            started = call.now if position is None else position.started
+            token = paging.sign(key, paging.Position(rows[-1][:2], left, total, size, started), options, hashed)
             document["@odata.nextLink"] = self._next(root, query, token)
         return orjson.dumps(document), JSON.format(options.metadata, str(options.ieee754).lower())
 
@@ -251,30 +257,43 @@ class Feed:
     def _next(root: str, query: dict[str, list[str]], token: str) -> str:
         """The next page's URL: the query as sent (wstoken too: a client given a URL follows the
         link as it is), without $skip, $top and the old $skiptoken."""
-        kept = [(name, value) for name, values in query.items() for value in values
-                if name.lower() not in ("$skip", "$top", "$skiptoken")]
+        kept = list(dict.fromkeys((name, value) for name, values in query.items() for value in values
+                                  if name.lower() not in ("$skip", "$top", "$skiptoken")))  # a key a client adds again
         return f"{root}{model.ENTITY_SET}?" + urlencode([*kept, ("$skiptoken", token)], quote_via=quote, safe="$,'()")
 
     @staticmethod
     def _values(rows: list[tuple], columns: tuple[str, ...], options: Options, timezone: str, root: str) -> list[dict]:
+        """The entities of a page. The drivers give ids and times as int and text as str: only the
+        times (to ISO with the site's offset), the percentage (Decimal, or SQLite's float) and, with
+        IEEE754Compatible, the numbers are converted; the rest are taken as they are."""
         iso = pages.local_times(timezone, True)
         at = {c: i + 2 for i, c in enumerate(columns)}
         at.update(userid=0, courseid=1)
         text = options.ieee754
-
-        def convert(p: model.Property):
-            i = at[p.column]
+        names = tuple(p.name for p in options.select)
+        typed = {p.name: "#" + p.edm[4:] for p in options.select if p.edm != "Edm.String"}
+        pick = operator.itemgetter(*(at[p.column] for p in options.select))
+        converted = []
+        for j, p in enumerate(options.select):
             if p.edm == "Edm.DateTimeOffset":
-                return lambda r: iso(int(r[i]))
-            if p.edm == "Edm.Int64":
-                return (lambda r: str(int(r[i]))) if text else (lambda r: int(r[i]))
-            if p.edm == "Edm.Decimal":
-                return (lambda r: f"{float(r[i]):.2f}") if text else (lambda r: round(float(r[i]), 2))
-            return lambda r: r[i]
-
-        makers = [(p.name, convert(p)) for p in options.select]
-        if options.metadata == "full":
-            return [{"@odata.type": f"#{model.ENTITY_TYPE}",
-                     "@odata.id": f"{root}{model.ENTITY_SET}(userid={int(r[0])},courseid={int(r[1])})",
-                     **{name: make(r) for name, make in makers}} for r in rows]
-        return [{name: make(r) for name, make in makers} for r in rows]
+                converted.append((j, iso))
+            elif p.edm == "Edm.Decimal":
+                converted.append((j, (lambda v: f"{float(v):.2f}") if text else float))
+            elif p.edm == "Edm.Int64" and text:
+                converted.append((j, str))
+        out = []
+        for r in rows:
+            values = list(pick(r)) if len(names) > 1 else [pick(r)]
+            for j, convert in converted:
+                values[j] = convert(values[j])
+            if options.metadata == "full":
+                entity = {"@odata.type": f"#{model.ENTITY_TYPE}",
+                          "@odata.id": f"{root}{model.ENTITY_SET}(userid={r[0]},courseid={r[1]})"}
+                for name, value in zip(names, values, strict=True):
+                    if name in typed:  # JSON cannot tell these types from the value
+                        entity[f"{name}@odata.type"] = typed[name]
+                    entity[name] = value
+            else:
+                entity = dict(zip(names, values, strict=True))
+            out.append(entity)
+        return out

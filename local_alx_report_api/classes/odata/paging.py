@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from local_alx_report_api.classes.odata.query import Options, bad
 from moodle_core.engines import DATABASE_ERRORS, Engine
 
-SKIPTOKEN_SECONDS = 3600  # a nextLink is followed free within this time of its page (then counted)
+CHAIN_SECONDS = 6 * 3600  # a feed's nextLinks are free this long after its first page (then counted)
 _SECRET_ROW = hashlib.sha256(b"odata_skiptoken_secret").hexdigest()
 
 
@@ -25,8 +25,9 @@ def secret(engine: Engine, config, now: int) -> bytes:
         return engine.scalar("SELECT state_data FROM {t:local_alx_api_sync_status} WHERE companyid = 0 AND "
                              "token_hash = ?", (_SECRET_ROW,))
 
-    value = config.remember(("odata_secret",), read)
-    if not value:
+    def read_or_make():
+        if (value := read()) is not None:
+            return value
         try:
             with engine.db.atomic():
                 engine.insert("local_alx_api_sync_status", {
@@ -35,8 +36,9 @@ def secret(engine: Engine, config, now: int) -> bytes:
                     "updated_at": now})
         except DATABASE_ERRORS:  # another host made it at the same moment: theirs is the key
             pass
-        value = read()
-    return value.encode()
+        return read()
+
+    return config.remember(("odata_secret",), read_or_make).encode()
 
 
 @dataclass
@@ -47,7 +49,7 @@ class Position:
     left: int | None  # of $top, the rows still to serve
     count: int | None  # @odata.count as read by the first page
     size: int  # page size
-    expires: int  # after this the page is counted by the rate limit
+    started: int  # when the first page was served: CHAIN_SECONDS later the next ones count
     free: bool = True  # within its time: not counted
 
 
@@ -58,7 +60,7 @@ def _bound(options: Options, token_hash: str) -> str:
 
 
 def sign(key: bytes, position: Position, options: Options, token_hash: str) -> str:
-    body = json.dumps([list(position.key), position.left, position.count, position.size, position.expires,
+    body = json.dumps([list(position.key), position.left, position.count, position.size, position.started,
                        _bound(options, token_hash)], separators=(",", ":")).encode()
     mac = hmac.new(key, body, hashlib.sha256).digest()[:16]
     return (base64.urlsafe_b64encode(body).rstrip(b"=") + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
@@ -72,12 +74,13 @@ def verify(key: bytes, token: str, options: Options, token_hash: str, now: int) 
         mac = base64.urlsafe_b64decode(mac_text + "=" * (-len(mac_text) % 4))
         if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:16]):
             raise ValueError("signature")
-        (user, course), left, count, size, expires, bound = json.loads(body)
+        (user, course), left, count, size, started, bound = json.loads(body)
     except (ValueError, TypeError):
         raise bad("$skiptoken is not one of this feed's: follow the @odata.nextLink as given") from None
     if bound != _bound(options, token_hash):
         raise bad("$skiptoken belongs to another query or token: follow the @odata.nextLink as given")
-    return Position((int(user), int(course)), left, count, int(size), int(expires), now <= int(expires))
+    return Position((int(user), int(course)), left, count, int(size), int(started),
+                    now <= int(started) + CHAIN_SECONDS)
 
 
 @dataclass

@@ -10,16 +10,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, InvalidOperation
 
 from odata_query import ast
-from odata_query.exceptions import ODataException
+from odata_query.exceptions import ODataException, ParsingException, TokenizingException
 from odata_query.grammar import ODataLexer, ODataParser
+from sly.lex import Token
 
 from local_alx_report_api.classes.odata.model import ENTITY_TYPE, Property
 
 MAX_FILTER = 8000  # characters: an incremental-refresh filter is ~100; a long `in` list fits
 MAX_OPERATORS = 400  # and/or/not: SQLite refuses expressions deeper than 1000; `in` takes long lists
+MAX_DEPTH = 20  # and/or/not nested: SQLite's parser overflows near 30 levels of parentheses
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
 SUPPORTED = ("$select", "$filter", "$orderby", "$top", "$skip", "$count", "$skiptoken", "$format")
 _OPS = {ast.Eq: "=", ast.NotEq: "<>", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">="}
@@ -36,7 +38,8 @@ _TEXT_FUNCTIONS = {
                  "postgresql": "right({c}, length(?)) = ?",
                  "mariadb": "RIGHT(BINARY {c}, LENGTH(?)) = BINARY ?"},
 }
-_FRACTION = re.compile(r"(\.\d{6})\d+")
+_DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() takes ² and ①, which int() refuses
+_FRACTION = re.compile(r"\.[0-9]+(?=[zZ+-]|$)")  # the seconds' fraction of a date and time
 
 
 class ODataError(Exception):
@@ -90,6 +93,8 @@ def single(query: dict[str, list[str]]) -> dict[str, str]:
 
 def parse(options: dict[str, str], props: tuple[Property, ...], kind: str, accept: str | None) -> Options:
     by_name = {p.name: p for p in props}
+    if "$skiptoken" in options and ("$top" in options or "$skip" in options):
+        raise bad("A nextLink is followed as it is: $top and $skip belong to the first request")
     select, selected = _select(options.get("$select"), props, by_name)
     where, params = _filter(options.get("$filter"), by_name, kind)
     metadata, ieee754 = _format(options.get("$format"), accept)
@@ -142,7 +147,7 @@ def _orderby(text: str | None, by_name) -> bool:
 def _count_or_int(name: str, text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.strip().isdigit() or len(text.strip()) > 18:
+    if not _DIGITS.fullmatch(text.strip()):
         raise bad(f"{name} must be a non-negative integer, not '{text[:50]}'")
     return int(text)
 
@@ -166,8 +171,7 @@ def _format(text: str | None, accept: str | None) -> tuple[str, bool]:
         media = media or "json"
     kind, *parameters = [p.strip() for p in media.split(";")]
     if kind.lower() not in ("json", "application/json", "*/*", "application/*"):
-        raise ODataError(406 if text is None else 501, "notacceptable",
-                         f"The feed answers in JSON (application/json), not {kind[:100]}")
+        raise ODataError(406, "notacceptable", f"The feed answers in JSON (application/json), not {kind[:100]!r}")
     values = {}
     for parameter in parameters:
         name, _, value = parameter.partition("=")
@@ -186,36 +190,55 @@ def _filter(text: str | None, by_name: dict[str, Property], kind: str) -> tuple[
         raise bad("$filter is empty")
     if len(text) > MAX_FILTER:
         raise bad(f"$filter is longer than {MAX_FILTER} characters")
+    tree = _parse(text)
+    operators, depth = _shape(tree)
+    if operators > MAX_OPERATORS:
+        raise bad(f"$filter has more than {MAX_OPERATORS} and/or/not: give a list of values with 'in'")
+    if depth > MAX_DEPTH:
+        raise bad(f"$filter nests and/or/not more than {MAX_DEPTH} deep")
+    params: list = []
+    return Filter(by_name, kind, params).condition(tree), params
+
+
+def _parse(text: str):
+    """The grammar's tree. A one-value list, `in (x)`, is read as the grammar's `(x,)` (the
+    grammar reads `(x)` as parentheses)."""
     try:
-        tree = ODataParser().parse(ODataLexer().tokenize(text))
+        tokens = list(ODataLexer().tokenize(text))
+        for i in range(len(tokens) - 1, -1, -1):
+            solid = [j for j in range(i, min(i + 8, len(tokens))) if tokens[j].type != "WS"][:4]
+            if len(solid) == 4 and [tokens[j].type for j in solid[:2]] == ["IN", "("] and tokens[solid[3]].type == ")":
+                comma = Token()
+                comma.type = comma.value = ","
+                comma.lineno, comma.index = tokens[solid[3]].lineno, tokens[solid[3]].index
+                tokens.insert(solid[3], comma)
+        return ODataParser().parse(iter(tokens))
     except RecursionError:
         raise bad("$filter is nested too deeply") from None
+    except (TokenizingException, ParsingException) as exc:
+        where = f" at character {exc.token.index + 1}: {str(exc.token.value)[:40]!r}" if exc.token is not None else ""
+        raise bad(f"$filter cannot be read{where or ' to its end'}") from None
     except ODataException as exc:
         raise bad(f"$filter: {exc}") from None
     except Exception as exc:  # the grammar's own failures on strange input: still the client's text
         raise bad(f"$filter cannot be read: {type(exc).__name__}") from None
-    if _operators(tree) > MAX_OPERATORS:
-        raise bad(f"$filter has more than {MAX_OPERATORS} and/or/not: give a list of values with 'in'")
-    params: list = []
-    try:
-        sql = Filter(by_name, kind, params).condition(tree)
-    except RecursionError:
-        raise bad("$filter is nested too deeply") from None
-    return sql, params
 
 
-def _operators(tree) -> int:
-    """and/or/not in the tree, counted without recursion (the tree can be thousands deep)."""
-    found, stack = 0, [tree]
+def _shape(tree) -> tuple[int, int]:
+    """(and/or/not in the tree, their nesting as the SQL has it), without recursion (a tree can
+    be thousands deep): a chain of one operator is one level, as Filter writes it."""
+    operators, deepest, stack = 0, 0, [(tree, 0, None)]
     while stack:
-        node = stack.pop()
+        node, depth, parent = stack.pop()
+        deepest = max(deepest, depth)
         if isinstance(node, ast.BoolOp):
-            found += 1
-            stack += [node.left, node.right]
+            operators += 1
+            level = depth if type(node.op) is parent else depth + 1
+            stack += [(node.left, level, type(node.op)), (node.right, level, type(node.op))]
         elif isinstance(node, ast.UnaryOp):
-            found += 1
-            stack.append(node.operand)
-    return found
+            operators += 1
+            stack.append((node.operand, depth + 1, ast.Not))
+    return operators, deepest
 
 
 class Filter:
@@ -228,8 +251,14 @@ class Filter:
 
     def condition(self, node) -> str:
         if isinstance(node, ast.BoolOp):
-            word = "AND" if isinstance(node.op, ast.And) else "OR"
-            return f"({self.condition(node.left)} {word} {self.condition(node.right)})"
+            word, kind, parts, stack = "AND" if isinstance(node.op, ast.And) else "OR", type(node.op), [], [node]
+            while stack:  # a chain of one operator, in order, as one flat list
+                item = stack.pop()
+                if isinstance(item, ast.BoolOp) and type(item.op) is kind:
+                    stack += [item.right, item.left]
+                else:
+                    parts.append(self.condition(item))
+            return "(" + f" {word} ".join(parts) + ")"
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return f"(NOT {self.condition(node.operand)})"
         if isinstance(node, ast.Boolean):
@@ -292,15 +321,17 @@ class Filter:
 
     def among(self, prop: Property, values: list) -> str:
         """`in`: one IN list of the values (null among them matches null)."""
-        known = [v for v in values if not isinstance(v, ast.Null)]
+        known = [self.value(prop, v) for v in values if not isinstance(v, ast.Null)]
+        if prop.edm != "Edm.String":  # a number that no stored value can equal is left out
+            known = [int(v) for v in known if v == v.to_integral_value()]
         parts = []
         if known:
-            self.params += [self.value(prop, v) for v in known]
+            self.params += known
             listed = f"{self.column(prop)} IN ({', '.join('?' * len(known))})"
             parts.append(f"({prop.column} <> 0 AND {listed})" if prop.nullable else listed)
-        if len(known) < len(values):
+        if len(values) > len([v for v in values if not isinstance(v, ast.Null)]):
             parts.append(self.compare_one(prop, ast.Eq(), ast.Null()))
-        return "(" + " OR ".join(parts) + ")"
+        return "(" + " OR ".join(parts) + ")" if parts else "1 = 0"
 
     def compare_one(self, prop: Property, comparator, literal) -> str:
         op = _OPS[type(comparator)]
@@ -311,6 +342,10 @@ class Filter:
                 return f"{prop.column} {op} 0"
             return "1 = 0" if op == "=" else "1 = 1"
         value = self.value(prop, literal)
+        if prop.edm != "Edm.String":
+            op, value = _whole(op, value)
+            if op is None:  # a value no stored number can equal: eq is false, ne true (null's too)
+                return "1 = 0" if value is False else "1 = 1"
         column = self.column(prop)
         self.params.append(value)
         if prop.nullable:  # a stored 0 is null: never equal to or ordered with a value, unequal to all
@@ -318,8 +353,11 @@ class Filter:
         return f"{column} {op} ?"
 
     def column(self, prop: Property) -> str:
-        """The column as compared: text by code point on every engine (OData's comparison,
-        Python's), not by the column's collation (MariaDB's ignores case and trailing spaces)."""
+        """The column as compared: numbers as whole numbers of their unit (the percentage in
+        hundredths), text by code point on every engine (OData's comparison, Python's), not by
+        the column's collation (MariaDB's ignores case and trailing spaces)."""
+        if prop.edm == "Edm.Decimal":
+            return f"ROUND({prop.column} * 100)"
         if prop.edm != "Edm.String":
             return prop.column
         if self.kind == "postgresql":
@@ -328,7 +366,8 @@ class Filter:
             return f"BINARY {prop.column}"
         return prop.column
 
-    def value(self, prop: Property, literal):
+    def value(self, prop: Property, literal) -> str | Decimal:
+        """The literal as text, or as an exact number in the column's unit (seconds, hundredths)."""
         name = f"{prop.name} ({prop.edm})"
         if prop.edm == "Edm.String":
             if not isinstance(literal, ast.String):
@@ -340,32 +379,53 @@ class Filter:
             if not isinstance(literal, ast.DateTime):
                 raise bad(f"$filter: {name} is compared with a date and time with its offset, "
                           "like 2026-01-31T00:00:00Z")
-            return self.number(_unix(literal.val))
-        if not isinstance(literal, ast.Integer | ast.Float):
+            return _unix(literal.val)
+        if not isinstance(literal, ast.Integer | ast.Float) or not literal.val.isascii():
             raise bad(f"$filter: {name} is compared with a number")
         try:
             number = Decimal(literal.val)
         except InvalidOperation:
             raise bad(f"$filter: '{literal.val[:50]}' is not a number") from None
-        if not number.is_finite() or not INT64[0] <= number <= INT64[1]:
-            raise bad(f"$filter: {literal.val[:50]} is out of range for {name}")
-        return self.number(number)
+        if isinstance(literal, ast.Integer) and not INT64[0] <= number <= INT64[1]:
+            raise bad(f"$filter: {literal.val[:50]} is out of range for an Edm.Int64")
+        number = _moderate(number)
+        return number * 100 if prop.edm == "Edm.Decimal" else number
 
-    def number(self, number: Decimal):
-        """A bound number: an int when whole (every driver), else a float on SQLite (its driver
-        has no Decimal) and the exact Decimal elsewhere."""
-        if number == number.to_integral_value():
-            return int(number)
-        return float(number) if self.kind == "sqlite" else number
+
+def _whole(op: str, value: Decimal) -> tuple[str | None, int | bool]:
+    """A comparison of a whole-number column with an exact value, as one with a whole number
+    (every engine compares those exactly; SQLite has no decimals): gt 2.5 is gt 2, ge 2.5 is ge 3.
+    (None, False/True) when eq can never hold. Bounds beyond any stored value are clamped."""
+    whole = value == value.to_integral_value()
+    if op in ("=", "<>"):
+        return (op, _clamp(value)) if whole else (None, op == "<>")
+    rounded = value.to_integral_value(ROUND_FLOOR if op in (">", "<=") else ROUND_CEILING)
+    return op, _clamp(rounded)
+
+
+def _moderate(number: Decimal) -> Decimal:
+    """A literal with an extreme exponent (1e-99999999, 1e400) as one that compares the same with
+    every stored number (all within ±2^62 and whole in hundredths): arithmetic on it stays cheap
+    and never overflows."""
+    if number.is_zero() or -30 <= number.adjusted() <= 30:
+        return number
+    sign = -1 if number.is_signed() else 1
+    return Decimal(sign) * (Decimal("1e30") if number.adjusted() > 30 else Decimal("1e-30"))
+
+
+def _clamp(value: Decimal) -> int:
+    return int(max(min(value, Decimal(2 ** 62)), Decimal(-(2 ** 62))))
 
 
 def _unix(text: str) -> Decimal:
-    """An Edm.DateTimeOffset literal → Unix seconds (exact, fractions kept to the microsecond)."""
+    """An Edm.DateTimeOffset literal → Unix seconds, exact (every digit of the fraction kept)."""
+    fraction = _FRACTION.search(text)
+    whole = text[:fraction.start()] + text[fraction.end():] if fraction else text
     try:
-        moment = datetime.fromisoformat(_FRACTION.sub(r"\1", text))
+        moment = datetime.fromisoformat(whole.upper())
     except ValueError:
         raise bad(f"$filter: '{text[:50]}' is not a valid date and time") from None
     if moment.tzinfo is None:
         raise bad(f"$filter: {text[:50]} has no offset; an Edm.DateTimeOffset needs one (Z or +hh:mm)")
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    return Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) / 1000000
+    return Decimal(delta.days * 86400 + delta.seconds) + (Decimal("0" + fraction.group()) if fraction else 0)
