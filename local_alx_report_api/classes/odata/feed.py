@@ -223,10 +223,10 @@ class Feed:
             left, total = options.top, paging.count(engine, read, options) if options.count else None
             after, offset = None, options.skip
         else:
-            size, left, total, after, offset = position.size, position.left, position.count, position.key, 0
+            size, left, total, after, offset = position.size, position.left, position.count, position.after, 0
             call.log.extra["page"] = "next" if position.free else "next_counted"
         limit = size if left is None else min(size, left)
-        columns = tuple(dict.fromkeys(p.column for p in options.select))
+        columns = tuple(dict.fromkeys([*(p.column for p in options.select), *(p.column for p, _ in options.order)]))
         rows = paging.page(engine, read, options, columns, after=after, offset=offset, limit=limit + 1) if limit else []
         more = len(rows) > limit
         rows = rows[:limit]
@@ -241,7 +241,8 @@ class Feed:
         document["value"] = self._values(rows, columns, options, call.timezone, root)
         if more and left != 0:
             started = call.now if position is None else position.started
-            token = paging.sign(key, paging.Position(rows[-1][:2], left, total, size, started), options, hashed)
+            last = paging.position_of(rows[-1], columns, options)
+            token = paging.sign(key, paging.Position(last, left, total, size, started), options, hashed)
             document["@odata.nextLink"] = self._next(root, query, token)
         return orjson.dumps(document), JSON.format(options.metadata, str(options.ieee754).lower())
 

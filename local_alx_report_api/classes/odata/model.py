@@ -76,11 +76,6 @@ def csdl(props: tuple[Property, ...]) -> bytes:
     lines += ['</EntityType>',
               '<EntityContainer Name="Container">',
               f'<EntitySet Name="{ENTITY_SET}" EntityType="{ENTITY_TYPE}">',
-              '<Annotation Term="Capabilities.SortRestrictions"><Record>'
-              '<PropertyValue Property="AscendingOnlyProperties"><Collection/></PropertyValue>'
-              '<PropertyValue Property="NonSortableProperties"><Collection>'
-              + "".join(f"<PropertyPath>{p.name}</PropertyPath>" for p in props if p.name not in KEY)
-              + '</Collection></PropertyValue></Record></Annotation>',
               '<Annotation Term="Capabilities.ExpandRestrictions"><Record>'
               '<PropertyValue Property="Expandable" Bool="false"/></Record></Annotation>',
               '<Annotation Term="Capabilities.SearchRestrictions"><Record>'

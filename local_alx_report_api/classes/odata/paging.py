@@ -10,8 +10,9 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+from decimal import Decimal
 
-from local_alx_report_api.classes.odata.query import Options, bad
+from local_alx_report_api.classes.odata.query import Options, bad, compared
 from moodle_core.engines import DATABASE_ERRORS, Engine
 
 CHAIN_SECONDS = 6 * 3600  # a feed's nextLinks are free this long after its first page (then counted)
@@ -45,7 +46,7 @@ def secret(engine: Engine, config, now: int) -> bytes:
 class Position:
     """What a skiptoken carries."""
 
-    key: tuple[int, int]  # the last key served
+    after: list  # the last row served: its value of each order item (Options.order), as compared
     left: int | None  # of $top, the rows still to serve
     count: int | None  # @odata.count as read by the first page
     size: int  # page size
@@ -60,7 +61,7 @@ def _bound(options: Options, token_hash: str) -> str:
 
 
 def sign(key: bytes, position: Position, options: Options, token_hash: str) -> str:
-    body = json.dumps([list(position.key), position.left, position.count, position.size, position.started,
+    body = json.dumps([position.after, position.left, position.count, position.size, position.started,
                        _bound(options, token_hash)], separators=(",", ":")).encode()
     mac = hmac.new(key, body, hashlib.sha256).digest()[:16]
     return (base64.urlsafe_b64encode(body).rstrip(b"=") + b"." + base64.urlsafe_b64encode(mac).rstrip(b"=")).decode()
@@ -74,12 +75,14 @@ def verify(key: bytes, token: str, options: Options, token_hash: str, now: int) 
         mac = base64.urlsafe_b64decode(mac_text + "=" * (-len(mac_text) % 4))
         if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()[:16]):
             raise ValueError("signature")
-        (user, course), left, count, size, started, bound = json.loads(body)
+        after, left, count, size, started, bound = json.loads(body)
+        if not isinstance(after, list) or len(after) != len(options.order):
+            raise ValueError("position")
     except (ValueError, TypeError):
         raise bad("$skiptoken is not one of this feed's: follow the @odata.nextLink as given") from None
     if bound != _bound(options, token_hash):
         raise bad("$skiptoken belongs to another query or token: follow the @odata.nextLink as given")
-    return Position((int(user), int(course)), left, count, int(size), int(started),
+    return Position(after, left, count, int(size), int(started),
                     now <= int(started) + CHAIN_SECONDS)
 
 
@@ -109,16 +112,34 @@ def count(engine: Engine, read: Read, options: Options) -> int:
     return int(engine.scalar(f"SELECT COUNT(*) FROM {{t:local_alx_api_reporting}} WHERE {sql}", params))
 
 
-def page(engine: Engine, read: Read, options: Options, columns: tuple[str, ...], *, after: tuple[int, int] | None,
+def page(engine: Engine, read: Read, options: Options, columns: tuple[str, ...], *, after: list | None,
          offset: int, limit: int) -> list[tuple]:
-    """Up to `limit` rows (userid, courseid, then `columns`) in key order, after a key or from
-    an offset; on the (companyid, userid, courseid) index."""
+    """Up to `limit` rows (userid, courseid, then `columns`) in the options' order, after a row
+    (keyset: the rows that sort after its values) or from an offset."""
     sql, params = where(read, options)
-    way, cmp = ("DESC", "<") if options.descending else ("ASC", ">")
-    if after is not None:
-        sql += f" AND userid {cmp}= ? AND (userid {cmp} ? OR (userid = ? AND courseid {cmp} ?))"
-        params += [after[0], after[0], after[0], after[1]]
+    order = [(compared(p, engine.kind), "DESC" if desc else "ASC", "<" if desc else ">") for p, desc in options.order]
+    if after is not None:  # e1 >= v1 AND (e1 > v1 OR (e1 = v1 AND (e2 > v2 OR ...))): the first part for the index
+        first, _, cmp = order[0]
+        condition = ""
+        for (expr, _, op), _value in reversed(list(zip(order, after, strict=True))):
+            condition = f"{expr} {op} ?" if not condition else f"({expr} {op} ? OR ({expr} = ? AND {condition}))"
+        sql += f" AND {first} {cmp}= ? AND {condition}"
+        params.append(after[0])
+        for i, value in enumerate(after):
+            params += [value] if i == len(after) - 1 else [value, value]
     listed = ", ".join((*COLUMNS_ALWAYS, *columns))
-    text = (f"SELECT {listed} FROM {{t:local_alx_api_reporting}} WHERE {sql} ORDER BY userid {way}, courseid {way} "
-            f"LIMIT {int(limit)}" + (f" OFFSET {int(offset)}" if offset else ""))
+    text = (f"SELECT {listed} FROM {{t:local_alx_api_reporting}} WHERE {sql} ORDER BY "
+            + ", ".join(f"{expr} {way}" for expr, way, _ in order)
+            + f" LIMIT {int(limit)}" + (f" OFFSET {int(offset)}" if offset else ""))
     return engine.rows(text, params)
+
+
+def position_of(row: tuple, columns: tuple[str, ...], options: Options) -> list:
+    """A row's values of the order items, as `page` compares them (the percentage in hundredths)."""
+    at = {c: i + 2 for i, c in enumerate(columns)}
+    at.update(userid=0, courseid=1)
+    values = []
+    for prop, _ in options.order:
+        value = row[at[prop.column]]
+        values.append(int(round(Decimal(str(value)) * 100)) if prop.edm == "Edm.Decimal" else value)
+    return values

@@ -17,7 +17,7 @@ from odata_query.exceptions import ODataException, ParsingException, TokenizingE
 from odata_query.grammar import ODataLexer, ODataParser
 from sly.lex import Token
 
-from local_alx_report_api.classes.odata.model import ENTITY_TYPE, Property
+from local_alx_report_api.classes.odata.model import ENTITY_TYPE, KEY, Property
 
 MAX_FILTER = 8000  # characters: an incremental-refresh filter is ~100; a long `in` list fits
 MAX_OPERATORS = 400  # and/or/not: SQLite refuses expressions deeper than 1000; `in` takes long lists
@@ -64,7 +64,7 @@ class Options:
     selected: bool  # $select named them (the context URL says which)
     where: str  # "" or a condition on the reporting table's columns, with ? parameters
     params: list
-    descending: bool  # $orderby: the key, both columns the same way
+    order: tuple[tuple[Property, bool], ...]  # $orderby then the rest of the key: (property, descending)
     top: int | None
     skip: int
     count: bool
@@ -124,24 +124,30 @@ def _select(text: str | None, props, by_name) -> tuple[tuple[Property, ...], boo
     return tuple(p for p in props if p.name in chosen), True
 
 
-def _orderby(text: str | None, by_name) -> bool:
-    """True for descending. The key, or its first column, in one direction: the order of the
-    (companyid, userid, courseid) index, so every page reads only its own rows."""
-    if text is None:
-        return False
-    items = []
-    for item in text.split(","):
+MAX_ORDER = 4  # properties in $orderby besides the key
+
+
+def _orderby(text: str | None, by_name) -> tuple[tuple[Property, bool], ...]:
+    """The order of the rows: $orderby's properties, then the key's columns not among them (in
+    the last one's direction), so that every row has one place and a page can start after one.
+    By the key alone it is the (companyid, userid, courseid) index's order: O(page) at any depth;
+    by another property every page sorts the company's matching rows."""
+    items: list[tuple[Property, bool]] = []
+    for item in (text or "").split(",") if text is not None else []:
         words = item.split()
         if not 1 <= len(words) <= 2 or (len(words) == 2 and words[1].lower() not in ("asc", "desc")):
-            raise bad(f"$orderby: cannot read '{item.strip()}'")
+            raise bad(f"$orderby: cannot read '{item.strip()[:100]}'")
         if words[0] not in by_name:
+            if "/" in words[0] or "(" in words[0]:
+                raise unsupported(f"$orderby: {words[0][:100]}: only the entity's own properties can order it")
             raise _unknown(words[0])
-        items.append((words[0], len(words) == 2 and words[1].lower() == "desc"))
-    names = [n for n, _ in items]
-    if names not in (["userid"], ["userid", "courseid"]) or len({d for _, d in items}) > 1:
-        raise unsupported("$orderby: the feed is ordered by its key; give 'userid' or 'userid,courseid', "
-                          "both ascending or both descending")
-    return items[0][1]
+        if any(p.name == words[0] for p, _ in items):
+            raise bad(f"$orderby names {words[0]} twice")
+        items.append((by_name[words[0]], len(words) == 2 and words[1].lower() == "desc"))
+    if len([p for p, _ in items if p.name not in KEY]) > MAX_ORDER:
+        raise bad(f"$orderby takes at most {MAX_ORDER} properties besides userid and courseid")
+    last = items[-1][1] if items else False
+    return tuple(items) + tuple((by_name[k], last) for k in KEY if all(p.name != k for p, _ in items))
 
 
 def _count_or_int(name: str, text: str | None) -> int | None:
@@ -353,18 +359,7 @@ class Filter:
         return f"{column} {op} ?"
 
     def column(self, prop: Property) -> str:
-        """The column as compared: numbers as whole numbers of their unit (the percentage in
-        hundredths), text by code point on every engine (OData's comparison, Python's), not by
-        the column's collation (MariaDB's ignores case and trailing spaces)."""
-        if prop.edm == "Edm.Decimal":
-            return f"ROUND({prop.column} * 100)"
-        if prop.edm != "Edm.String":
-            return prop.column
-        if self.kind == "postgresql":
-            return f'{prop.column} COLLATE "C"'
-        if self.kind == "mariadb":
-            return f"BINARY {prop.column}"
-        return prop.column
+        return compared(prop, self.kind)
 
     def value(self, prop: Property, literal) -> str | Decimal:
         """The literal as text, or as an exact number in the column's unit (seconds, hundredths)."""
@@ -390,6 +385,22 @@ class Filter:
             raise bad(f"$filter: {literal.val[:50]} is out of range for an Edm.Int64")
         number = _moderate(number)
         return number * 100 if prop.edm == "Edm.Decimal" else number
+
+
+def compared(prop: Property, kind: str) -> str:
+    """A property's column as filters compare it and pages are ordered by it: numbers as whole
+    numbers of their unit (the percentage in hundredths), text by code point on every engine
+    (OData's comparison, Python's), not by the column's collation (MariaDB's ignores case and
+    trailing spaces)."""
+    if prop.edm == "Edm.Decimal":
+        return f"ROUND({prop.column} * 100)"
+    if prop.edm != "Edm.String":
+        return prop.column
+    if kind == "postgresql":
+        return f'{prop.column} COLLATE "C"'
+    if kind == "mariadb":
+        return f"BINARY {prop.column}"
+    return prop.column
 
 
 def _whole(op: str, value: Decimal) -> tuple[str | None, int | bool]:
