@@ -21,6 +21,7 @@ from moodle_core import engines
 from moodle_core.moodle import Moodle
 
 FEED = "/local/alx_report_api/odata/CourseProgress"
+SELECT = "userid,courseid,status,percentage"
 
 
 class Feed:
@@ -60,10 +61,12 @@ class Feed:
         props = model.properties(settings.fields)
         read = paging.Read(self.big.id, scope.courses)
         out = self.results["floors"]
-        for name, given, after in (("odata_first", {}, None), ("odata_deep", {}, deep_key),
-                                   ("odata_filter", {"$filter": "status eq 'completed'"}, None)):
+        for name, given, after in (("odata_first", {}, None), ("odata_deep", {}, list(deep_key)),
+                                   ("odata_select", {"$select": SELECT}, None),
+                                   ("odata_filter", {"$filter": "status eq 'completed'"}, None),
+                                   ("odata_sorted", {"$orderby": "lastupdated desc"}, None)):
             options = query.parse(given, props, engine.kind, None)
-            columns = tuple(dict.fromkeys(p.column for p in options.select))
+            columns = tuple(dict.fromkeys([*(p.column for p in options.select), *(p.column for p, _ in options.order)]))
             with engine.recording() as calls:
                 paging.page(engine, read, options, columns, after=after, offset=0, limit=LIMIT + 1)
             out[name], _ = floor(raw, *calls[-1], n)
@@ -101,8 +104,9 @@ class Feed:
             return stats(samples)
 
         out["odata_first"] = series(FEED)
-        out["odata_select"] = series(FEED, **{"$select": "userid,courseid,status,percentage"})
+        out["odata_select"] = series(FEED, **{"$select": SELECT})
         out["odata_filter"] = series(FEED, **{"$filter": "status eq 'completed'"})
+        out["odata_sorted"] = series(FEED, **{"$orderby": "lastupdated desc"})
         # a page deep in the feed: follow nextLinks to about the middle of the big company, then ask it again
         _, document = get(FEED)
         rows = int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting} WHERE companyid = ? AND "
@@ -146,8 +150,9 @@ class Feed:
 
 
 ROWS = [("odata_first", "OData, first page (1000 rows, every property)", "odata_first"),
-        ("odata_select", "OData, first page, $select of 4 properties", "odata_first"),
+        ("odata_select", "OData, first page, $select of 4 properties", "odata_select"),
         ("odata_filter", "OData, first page, $filter=status eq 'completed'", "odata_filter"),
+        ("odata_sorted", "OData, first page, $orderby=lastupdated desc (sorts the company)", "odata_sorted"),
         ("odata_deep", "OData, a nextLink page in the middle of the company", "odata_deep"),
         ("rest_miss", "REST get_course_progress, offset 0, cache miss", "rest_page"),
         ("rest_hit", "REST get_course_progress, offset 0, cache hit", None)]
