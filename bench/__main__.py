@@ -30,6 +30,18 @@ def include(md_path: Path, db: str, size: str) -> None:
     BENCHMARKS.write_text(text)
 
 
+def _before_after(sub, name: str, help: str, size: str, repeat: int, repeat_help: str):
+    """A subcommand measuring on a fixture: its size, engine, repeats, URL and --no-include."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("--size", choices=sorted(fixture.SIZES), default=size)
+    p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
+    p.add_argument("--repeat", type=int, default=repeat, help=repeat_help)
+    p.add_argument("--url", help="database URL (default: as for run)")
+    p.add_argument("--no-include", action="store_true",
+                   help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,31 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="build the fixture again even if it matches")
     p.add_argument("--no-include", action="store_true", help="do not update BENCHMARKS.md")
     sub.add_parser("parse", help="parameter parsing time per pair, 100 to 100,000 pairs, against its floor")
-    p = sub.add_parser("requests", help="the request path before (--baseline) and after, against its floors")
-    p.add_argument("--size", choices=sorted(fixture.SIZES), default="small")
-    p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
-    p.add_argument("--repeat", type=int, default=30, help="requests per latency (default 30)")
+    p = _before_after(sub, "requests", "the request path before (--baseline) and after, against its floors", "small",
+                      30, "requests per latency (default 30)")
     p.add_argument("--baseline", default="801bf68", help="the code before (a git ref; default: before issue 15)")
-    p.add_argument("--url", help="database URL (default: as for run)")
-    p.add_argument("--no-include", action="store_true",
-                   help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
-    p = sub.add_parser("sync", help="the sync task and populate before (--baseline) and after, and the plot")
-    p.add_argument("--size", choices=sorted(fixture.SIZES), default="full")
-    p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
-    p.add_argument("--repeat", type=int, default=3, help="quiet runs and runs of the middle change size per variant (default 3)")
+    p = _before_after(sub, "sync", "the sync task and populate before (--baseline) and after, and the plot", "full", 3,
+                      "quiet runs and runs of the middle change size per variant (default 3)")
     p.add_argument("--baseline", default="ad1224b", help="the code before (a git ref; default: before issue 16)")
     p.add_argument("--freshness", type=int, default=4, metavar="N",
                    help="edits timed until served, with the sync task every minute under load (0: skip; default 4)")
-    p.add_argument("--url", help="database URL (default: as for run)")
-    p.add_argument("--no-include", action="store_true",
-                   help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
-    p = sub.add_parser("odata", help="the OData feed's 1000-row page next to the REST page and their floors")
-    p.add_argument("--size", choices=sorted(fixture.SIZES), default="full")
-    p.add_argument("--db", choices=sorted(fixture.DEFAULT_URLS), default="postgresql")
-    p.add_argument("--repeat", type=int, default=30, help="requests per latency (default 30)")
-    p.add_argument("--url", help="database URL (default: as for run)")
-    p.add_argument("--no-include", action="store_true",
-                   help="a trial: results to bench/work/, BENCHMARKS.md and bench/results/ left as they are")
+    _before_after(sub, "odata", "the OData feed's 1000-row page next to the REST page and their floors", "full", 30,
+                  "requests per latency (default 30)")
     args = parser.parse_args(argv)
     if args.command == "parse":
         from bench import parse

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
 import time
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -17,22 +16,15 @@ from local_alx_report_api.classes import company_settings, company_state, instal
 from local_alx_report_api.classes.odata import model, paging, query
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.settings import load as load_settings
-from moodle_core import engines
 from moodle_core.moodle import Moodle
 
 FEED = "/local/alx_report_api/odata/CourseProgress"
 SELECT = "userid,courseid,status,percentage"
 
 
-class Feed:
+class Feed(site.FixtureBench):
     def __init__(self, db: str, size: fixture.Size, url: str, repeat: int, say=print):
-        self.db, self.size, self.url, self.repeat, self.say = db, size, url, repeat, say
-        self.ini = site.settings_file(url, db, size.name)
-        self.env = site.env_for(self.ini)
-        self.results: dict = {"db": db, "size": size.name, "repeat": repeat, "latencies": {}, "floors": {}}
-
-    def engine(self) -> engines.Engine:
-        return engines.connect(self.url, "mdl_")
+        super().__init__(db, size, url, repeat, say, latencies={})
 
     def prepare(self) -> None:
         fixture.ensure(self.url, self.size, say=self.say)
@@ -41,11 +33,8 @@ class Feed:
         self.big = next(c for c in Moodle(engine).companies() if c.shortname == fixture.BIG_SHORTNAME)
         self.token = engine.scalar("SELECT t.token FROM {t:external_tokens} t JOIN {t:company_users} cu ON "
                                    "cu.userid = t.userid AND cu.managertype = 1 WHERE cu.companyid = ?", (self.big.id,))
-        filled = int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting}"))
         engine.db.close()
-        if not filled:
-            self.say("populate (the reporting table is empty)")
-            subprocess.run([load.CLI, "populate", "--quiet"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+        self.populate_if_empty()
         engine = self.engine()
         if engine.kind == "postgresql":  # what autovacuum does on a production server (off on this machine)
             engine.db.execute_sql("VACUUM ANALYZE " + ", ".join(engine.table(t) for t in site.PLUGIN_STATE))

@@ -20,7 +20,6 @@ from bench.run import LIMIT, floor, stats
 from local_alx_report_api.classes import company_state, installer, pulls
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.settings import load as load_settings
-from moodle_core import engines
 from moodle_core.moodle import Moodle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,15 +39,10 @@ def unpack(ref: str) -> tuple[Path, str]:
     return target, commit
 
 
-class RequestPath:
+class RequestPath(site.FixtureBench):
     def __init__(self, db: str, size: fixture.Size, url: str, repeat: int, baseline: str, say=print):
-        self.db, self.size, self.url, self.repeat, self.baseline, self.say = db, size, url, repeat, baseline, say
-        self.ini = site.settings_file(url, db, size.name)
-        self.env = site.env_for(self.ini)
-        self.results: dict = {"db": db, "size": size.name, "repeat": repeat, "variants": {}, "floors": {}}
-
-    def engine(self) -> engines.Engine:
-        return engines.connect(self.url, "mdl_")
+        super().__init__(db, size, url, repeat, say, variants={})
+        self.baseline = baseline
 
     # -- the site: fixture, a populated table, the big company's token ----------------------------
     def prepare(self) -> None:
@@ -61,11 +55,8 @@ class RequestPath:
             "SELECT cu.companyid, t.token FROM {t:external_tokens} t JOIN {t:company_users} cu ON cu.userid = t.userid "
             "AND cu.managertype = 1")}
         self.mixed = [self.big] + [c for c in companies if c.id != self.big.id][:3]
-        filled = int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting}"))
         engine.db.close()
-        if not filled:
-            self.say("populate (the reporting table is empty)")
-            subprocess.run([load.CLI, "populate", "--quiet"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+        self.populate_if_empty()
         engine = self.engine()
         now = int(time.time())
         for company in self.mixed[2:]:  # the throughput mix: two companies with the cache off

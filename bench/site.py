@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from bench.fixture import WORK
+from bench.load import CLI
 from moodle_core import engines
 
 PLUGIN_STATE = ("local_alx_api_reporting", "local_alx_api_cache", "local_alx_api_sync_status", "local_alx_api_logs",
@@ -62,3 +64,25 @@ def raw_connect(url: str):
     import pymysql
     return pymysql.connect(host=parts.hostname, port=parts.port or 3306, user=parts.username,
                            password=parts.password or "", database=name, charset="utf8mb4", autocommit=True)
+
+
+class FixtureBench:
+    """A measurement on one fixture: its settings file, the environment of the service's commands,
+    the results so far, and connections to it."""
+
+    def __init__(self, db: str, size, url: str, repeat: int, say=print, **results):
+        self.db, self.size, self.url, self.repeat, self.say = db, size, url, repeat, say
+        self.ini = settings_file(url, db, size.name)
+        self.env = env_for(self.ini)
+        self.results: dict = {"db": db, "size": size.name, "repeat": repeat, "floors": {}, **results}
+
+    def engine(self) -> engines.Engine:
+        return engines.connect(self.url, "mdl_")
+
+    def populate_if_empty(self) -> None:
+        engine = self.engine()
+        filled = int(engine.scalar("SELECT COUNT(*) FROM {t:local_alx_api_reporting}"))
+        engine.db.close()
+        if not filled:
+            self.say("populate (the reporting table is empty)")
+            subprocess.run([CLI, "populate", "--quiet"], env=self.env, check=True, stdout=subprocess.DEVNULL)

@@ -52,21 +52,21 @@ def webservices_enabled(config: ConfigCache) -> bool:
 
 
 # -- client IP -----------------------------------------------------------------------------------
-def is_trusted(addr: str, trusted: list[str]) -> bool:
-    """Whether a peer is one of the trusted proxies (its forwarded headers are believed)."""
+def in_networks(addr: str, networks: list[str]) -> bool:
+    """Whether an address is in one of the networks (CIDRs): a trusted proxy, an allowed scraper."""
     try:
         ip = ipaddress.ip_address(addr)
     except ValueError:
         return False
-    return any(ip in ipaddress.ip_network(t, strict=False) for t in trusted)
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def client_ip(remote_addr: str, forwarded_for: str | None, trusted: list[str]) -> str:
     """The peer, or the right-most untrusted X-Forwarded-For address when the peer is trusted."""
-    if not trusted or not forwarded_for or not is_trusted(remote_addr, trusted):
+    if not trusted or not forwarded_for or not in_networks(remote_addr, trusted):
         return remote_addr
     for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
-        if not is_trusted(hop, trusted):
+        if not in_networks(hop, trusted):
             return hop
     return remote_addr
 

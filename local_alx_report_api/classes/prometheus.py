@@ -8,7 +8,6 @@ the work."""
 from __future__ import annotations
 
 import glob
-import ipaddress
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from local_alx_report_api.db.tasks import definitions
 from moodle_core import engines
 from moodle_core.engines import DATABASE_ERRORS, first_line
 from moodle_core.taskmanager import TaskManager
+from webservice.auth import in_networks
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class Metrics:
         if settings.token and req.get_header("Authorization") != f"Bearer {settings.token}":
             resp.status, resp.content_type, resp.text = falcon.HTTP_401, "text/plain", "Unauthorized"
             return
-        if settings.allowed_ips and not _ip_allowed(req.remote_addr or "", settings.allowed_ips):
+        if settings.allowed_ips and not in_networks(req.remote_addr or "", settings.allowed_ips):
             resp.status, resp.content_type, resp.text = falcon.HTTP_403, "text/plain", "Forbidden"
             return
         registry = CollectorRegistry()
@@ -202,14 +202,6 @@ class _One(CollectorRegistry):
     def __init__(self, collector):
         super().__init__(auto_describe=False)
         self.register(collector)
-
-
-def _ip_allowed(addr: str, allowed: list[str]) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in ipaddress.ip_network(entry, strict=False) for entry in allowed)
 
 
 class Healthz:

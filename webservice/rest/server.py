@@ -103,6 +103,28 @@ def authorize(site, call: Call, token: str, function: str):
     return implemented
 
 
+def hooked_headers(site, call: Call) -> dict[str, str]:
+    """The headers the components add once the caller is known (rate limit, protocol.md 14)."""
+    headers: dict[str, str] = {}
+    for hook in site.registry.response_headers:
+        try:
+            headers.update(hook(call))
+        except Exception:
+            log.exception("response header hook failed")
+    return headers
+
+
+def finish(site, call: Call, body: bytes, db_ms: list[float]) -> None:
+    """The request's log row completed and written, then the components' after-request hooks."""
+    call.log.set(response_time_ms=call.elapsed_ms(), response_bytes=len(body), db_time_ms=round(db_ms[0], 2))
+    call.log.write()
+    for hook in site.registry.after_request:
+        try:
+            hook(call)
+        except Exception:  # a hook never changes the answer
+            log.exception("after-request hook failed")
+
+
 class RestServer:
     """The endpoint resource. Every method is processed like GET or POST (section 1)."""
 
@@ -245,13 +267,7 @@ class RestServer:
         self._headers(resp, call, fmt)
         resp.status = falcon.HTTP_200
         resp.data = body
-        request_log.set(response_time_ms=call.elapsed_ms(), response_bytes=len(body), db_time_ms=round(db_ms[0], 2))
-        request_log.write()
-        for hook in site.registry.after_request:
-            try:
-                hook(call)
-            except Exception:  # a hook never changes the answer
-                log.exception("after-request hook failed")
+        finish(site, call, body, db_ms)
 
     def _run(self, call: Call, token: str, function: str, params: dict):
         implemented = authorize(self.site, call, token, function)
@@ -286,10 +302,6 @@ class RestServer:
         for name, value in COMMON_HEADERS:
             resp.set_header(name, value)
         if call.authenticated:
-            for hook in self.site.registry.response_headers:
-                try:
-                    call.headers.update(hook(call))
-                except Exception:
-                    log.exception("response header hook failed")
+            call.headers.update(hooked_headers(self.site, call))
         for name, value in call.headers.items():
             resp.set_header(name, value)

@@ -27,7 +27,7 @@ from moodle_core.engines import QUERY_COMPANY, measure_db_time
 from webservice import auth
 from webservice.call import Call, RequestLog, token_hash
 from webservice.errors import MoodleException
-from webservice.rest.server import as_moodle, authorize
+from webservice.rest.server import as_moodle, authorize, finish, hooked_headers
 
 log = logging.getLogger("alx_report_api.odata")
 ROOT = "/local/alx_report_api/odata"
@@ -117,19 +117,9 @@ class Feed:
         resp.content_type = content_type
         resp.set_headers(_HEADERS)
         if call.authenticated:
-            for hook in site.registry.response_headers:
-                try:
-                    resp.set_headers(hook(call))
-                except Exception:
-                    log.exception("response header hook failed")
+            resp.set_headers(hooked_headers(site, call))
         resp.data = b"" if req.method == "HEAD" else body
-        request_log.set(response_time_ms=call.elapsed_ms(), response_bytes=len(body), db_time_ms=round(db_ms[0], 2))
-        request_log.write()
-        for hook in site.registry.after_request:
-            try:
-                hook(call)
-            except Exception:  # a hook never changes the answer
-                log.exception("after-request hook failed")
+        finish(site, call, body, db_ms)
 
     # -- the answer --------------------------------------------------------------------------------
     def _answer(self, req, resp, call: Call, path: str) -> tuple[bytes, str]:
@@ -190,7 +180,7 @@ class Feed:
     def _root(self, req) -> str:
         """The service root as the client reached it (behind a trusted proxy, as the proxy says)."""
         scheme, host = req.scheme, req.get_header("Host") or req.netloc
-        if auth.is_trusted(req.remote_addr or "", self.site.settings.webservice.trusted_proxies):
+        if auth.in_networks(req.remote_addr or "", self.site.settings.webservice.trusted_proxies):
             scheme = (req.get_header("X-Forwarded-Proto") or scheme).split(",")[0].strip()
             host = (req.get_header("X-Forwarded-Host") or host).split(",")[0].strip()
         return f"{scheme}://{host}{ROOT}/"

@@ -18,6 +18,7 @@ import requests
 from odata import ODataService
 
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
+from tests.local_alx_report_api.odata.feed_test import follow
 from tests.servers import gunicorn
 from tests.sites import NOW, generated_site
 from tests.tasks import task_env
@@ -81,15 +82,8 @@ def _partitions(app, token, starts: list[datetime], offset: str) -> list[list[di
     for start, end in zip(starts, starts[1:], strict=False):
         text = (f"created ge {start:%Y-%m-%dT%H:%M:%S}{offset} and created lt {end:%Y-%m-%dT%H:%M:%S}{offset}")
         url = f"/{FEED}CourseProgress?$filter=" + urllib.request.quote(text, safe="'")
-        rows, response = [], app.get(url, params={"wstoken": token}, headers={"Prefer": "odata.maxpagesize=25"})
-        while True:
-            rows += response.json["value"]
-            link = response.json.get("@odata.nextLink")
-            if not link:
-                break
-            parts = urlsplit(link)
-            response = app.get(f"{parts.path}?{parts.query}")
-        result.append(rows)
+        result.append(follow(app, app.get(url, params={"wstoken": token},
+                                          headers={"Prefer": "odata.maxpagesize=25"}))[0])
     return result
 
 
