@@ -17,6 +17,8 @@ DECLARATIONS = [
     _s("site", "debug", "bool", False, "Add debuginfo to error answers. Never in production."),
     # [database]
     _s("database", "url", "string", "sqlite:///moodle.sqlite3", "The Moodle database URL (sqlite, postgresql, mariadb/mysql)."),
+    _s("database", "lock_url", "string", "", "The same PostgreSQL database reached directly, when url goes through "
+       "PgBouncer in transaction pooling mode: the named locks' connections use it (admin guide 2.5). Empty = url."),
     _s("database", "prefix", "string", "mdl_", "Moodle table prefix, applied to Moodle, IOMAD and plugin tables."),
     _s("database", "iomad_schema", "enum", "auto", "IOMAD table names: auto, 4 or 5.", choices=("auto", "4", "5")),
     _s("database", "retry_attempts", "int", 3, "Attempts per unit of database work.", min=1, max=10),

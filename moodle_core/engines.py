@@ -145,6 +145,7 @@ class Engine:
         self.aliases: dict[str, str] = {}  # logical → physical name (IOMAD 5.x renames), set by name_tables
         self.iomad: str | None = None  # "4", "5", or None: no IOMAD tables (yet)
         self._recorders: list[list[tuple[str, tuple]]] = []  # see recording()
+        self.locks_db: peewee.Database | None = None  # connect(lock_url=): where named locks are held
 
     # -- SQL text -------------------------------------------------------------------------
     def quote(self, name: str) -> str:
@@ -492,7 +493,9 @@ class Engine:
         raise NotImplementedError
 
     def _side_connection(self) -> peewee.Database:
-        side = type(self.db)(self.db.database, **self.db.connect_params)
+        """A connection of the lock's own (to lock_url's server when set: past a pooler)."""
+        target = self.locks_db or self.db
+        side = type(target)(target.database, **target.connect_params)
         side.connect()
         return side
 
@@ -778,9 +781,13 @@ def _masked(url: str) -> str:
 
 
 def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool = False,
-            iomad_schema: str = "auto") -> Engine:
+            iomad_schema: str = "auto", lock_url: str = "") -> Engine:
     """Open the database a URL names, with IOMAD's table names of `iomad_schema` (see
     Engine.name_tables). Raises ConfigError with one clear line on failure.
+
+    `lock_url`: the same database reached directly, for the named locks' own connections, when
+    `url` goes through a pooler that hands a connection to another client after each transaction
+    (PgBouncer's transaction pooling): a session's lock must stay on one server session.
 
     An SQLite file must already exist unless `create` is set (only the demo-site generator
     creates databases), so a mistyped path never leaves an empty file behind."""
@@ -819,6 +826,12 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
             params["password"] = params["password"] or ""
             db = peewee.MySQLDatabase(name, charset="utf8mb4", **{k: v for k, v in params.items() if v is not None})
             engine = MariaEngine(db, url, prefix)
+    if lock_url:
+        locks = connect(lock_url, prefix, check=False)
+        if locks.kind != engine.kind or locks.kind == "sqlite":
+            raise ConfigError(f"[database] lock_url must name the same {engine.kind} database as url, directly "
+                              f"(got '{_masked(lock_url)}')")
+        engine.locks_db = locks.db
     if check:
         try:
             engine.db.connect(reuse_if_open=True)
