@@ -215,6 +215,8 @@ class Feed:
         else:
             size, left, total, after, offset = position.size, position.left, position.count, position.after, 0
             call.log.extra["page"] = "next" if position.free else "next_counted"
+            if size < plugin.max_records:  # the first page's preference, kept by the chain
+                resp.set_header("Preference-Applied", f"odata.maxpagesize={size}")
         limit = size if left is None else min(size, left)
         columns = tuple(dict.fromkeys([*(p.column for p in options.select), *(p.column for p, _ in options.order)]))
         rows = paging.page(engine, read, options, columns, after=after, offset=offset, limit=limit + 1) if limit else []

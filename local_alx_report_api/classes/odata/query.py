@@ -306,6 +306,9 @@ class Filter:
             return self.by_name[node.name]
         if isinstance(node, ast.Attribute | ast.Identifier):
             raise bad("$filter: the entity has no navigation or complex properties")
+        if isinstance(node, ast.Call):
+            raise unsupported(f"$filter: {node.func.name}() is not supported on a property here: compare the "
+                              "property itself with a value (or use contains, startswith, endswith)")
         raise unsupported("$filter: comparisons are between a property and a value")
 
     def compare(self, node: ast.Compare) -> str:
