@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import peewee
+
 from moodle_core.cron import NEVER, Schedule
 from moodle_core.engines import Engine, LockBusy
 from moodle_core.stored import json_object
@@ -112,8 +114,11 @@ class TaskManager:
         for task in self.tasks:
             state = self.state(task)
             if state is None:
-                self._save(task, TaskState(data={"nextruntime": self.next_run(task, now), "faildelay": 0,
-                                                 "cron": task.cron}), now)
+                try:
+                    self._save(task, TaskState(data={"nextruntime": self.next_run(task, now), "faildelay": 0,
+                                                     "cron": task.cron}), now)
+                except peewee.IntegrityError:  # another runner (another host) made it at the same moment
+                    pass
             elif state.data.get("cron") != task.cron:  # schedule changed in settings.ini
                 state.data.update(cron=task.cron, nextruntime=self.next_run(task, now))
                 self._save(task, state, now)
