@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import logging
 import re
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -828,9 +829,9 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
             engine = MariaEngine(db, url, prefix)
     if lock_url:
         locks = connect(lock_url, prefix, check=False)
-        if locks.kind != engine.kind or locks.kind == "sqlite":
-            raise ConfigError(f"[database] lock_url must name the same {engine.kind} database as url, directly "
-                              f"(got '{_masked(lock_url)}')")
+        if engine.kind != "postgresql" or locks.kind != "postgresql":
+            raise ConfigError("[database] lock_url is for PostgreSQL behind PgBouncer's transaction pooling: "
+                              f"the same PostgreSQL database as url, directly (got '{_masked(lock_url)}')")
         engine.locks_db = locks.db
     if check:
         try:
@@ -838,9 +839,32 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
         except Exception as exc:  # driver errors vary; the first line says enough
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"Cannot connect to the database {engine.describe()}: {first}") from exc
+        if lock_url:
+            _check_lock_space(engine, lock_url)
     if check or iomad_schema != "auto":  # detection needs the connection; a named schema does not
         engine.name_tables(iomad_schema)
     return engine
+
+
+def _check_lock_space(engine: Engine, lock_url: str) -> None:
+    """lock_url reaches a primary whose locks the connections of url see: a lock taken there makes
+    the same lock busy through url (another database, a standby or the pooler itself would not)."""
+    try:
+        side = engine._side_connection()
+    except Exception as exc:
+        raise ConfigError(f"Cannot connect to [database] lock_url '{_masked(lock_url)}': {first_line(exc)}") from exc
+    try:
+        if side.execute_sql("SELECT pg_is_in_recovery()").fetchone()[0]:
+            raise ConfigError(f"[database] lock_url '{_masked(lock_url)}' is a standby: name the primary")
+        key = int.from_bytes(secrets.token_bytes(8), "big", signed=True)
+        side.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
+        with engine.db.atomic():
+            seen = not engine.db.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (key,)).fetchone()[0]
+        if not seen:
+            raise ConfigError(f"[database] lock_url '{_masked(lock_url)}' does not reach the database url names "
+                              "directly (a lock taken through it is not seen through url)")
+    finally:
+        side.close()
 
 
 def sqlite_file(url: str) -> str | None:

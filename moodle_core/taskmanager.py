@@ -114,14 +114,27 @@ class TaskManager:
         for task in self.tasks:
             state = self.state(task)
             if state is None:
-                try:
-                    self._save(task, TaskState(data={"nextruntime": self.next_run(task, now), "faildelay": 0,
-                                                     "cron": task.cron}), now)
-                except peewee.IntegrityError:  # another runner (another host) made it at the same moment
-                    pass
+                self._create(task, TaskState(data={"nextruntime": self.next_run(task, now), "faildelay": 0,
+                                                   "cron": task.cron}), now)
             elif state.data.get("cron") != task.cron:  # schedule changed in settings.ini
-                state.data.update(cron=task.cron, nextruntime=self.next_run(task, now))
+                # never postponed: hosts whose schedules differ (a rolling change) keep it running
+                upcoming = [t for t in (state.nextrun, self.next_run(task, now)) if t]
+                state.data.update(cron=task.cron, nextruntime=min(upcoming) if upcoming else NEVER)
                 self._save(task, state, now)
+
+    def _create(self, task: TaskDef, state: TaskState, now: int) -> None:
+        """A task's first state row: one INSERT (an UPDATE first would take a gap lock on MariaDB and
+        deadlock with another host's runner creating it at the same moment, which keeps its row)."""
+        try:
+            with self.engine.db.atomic():
+                self.engine.insert("local_alx_api_sync_status", {
+                    "companyid": 0, "token_hash": task.hash, "kind": "task", "sync_mode": "task",
+                    "last_sync_timestamp": state.lastrun, "last_sync_status": state.status,
+                    "last_sync_error": state.error, "consecutive_failures": state.consecutive_failures,
+                    "state_data": json.dumps(state.data, separators=(",", ":")), "created_at": now, "updated_at": now})
+        except peewee.IntegrityError:
+            if self.state(task) is None:
+                raise
 
     def next_run(self, task: TaskDef, after: int) -> int:
         return NEVER if task.disabled else Schedule.parse(task.cron).next_run(after, self.timezone)

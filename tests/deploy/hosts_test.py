@@ -27,6 +27,7 @@ import pytest
 from local_alx_report_api.classes import jobs
 from local_alx_report_api.db.tasks import NAMESPACE
 from moodle_core.taskmanager import TaskDef
+from tests.conftest import unavailable
 from tests.oracle import expected_rows, stored
 from tests.servers import free_port, service_env
 from tests.sites import company_setting, generated_site
@@ -80,6 +81,8 @@ def wait_healthy(base: str, proc: subprocess.Popen) -> None:
 
 @pytest.mark.parametrize("db", ["postgresql", "mariadb"], indirect=True)
 def test_two_hosts_share_one_database(db, tmp_path):
+    if os.geteuid() != 0:
+        unavailable("a host name per process needs a UTS namespace: run as root (CI does)")
     started = int(time.time())
     zone = site_zone()
     demo = generated_site(db, started, companies=3, users=90, seed=9, timezone=zone)
@@ -111,8 +114,8 @@ def test_two_hosts_share_one_database(db, tmp_path):
         failures: list[str] = []
         stop = threading.Event()
 
-        def limited_feed():  # 60 first pages over both hosts: LIMIT of them admitted
-            for n in range(60):
+        def limited_feed(n):  # 60 first pages at once over both hosts (12 clients): LIMIT of them admitted
+            for _ in range(5):
                 host = ("host-a", "host-b")[n % 2]
                 try:
                     with urllib.request.urlopen(f"{bases[host]}local/alx_report_api/odata/CourseProgress?"
@@ -120,7 +123,8 @@ def test_two_hosts_share_one_database(db, tmp_path):
                         statuses.append(answer.status)
                 except urllib.error.HTTPError as exc:
                     statuses.append(exc.code)
-                time.sleep(0.5)
+                except OSError as exc:
+                    failures.append(f"{host}: {exc}")
 
         def busy_pulls():  # full pulls through both hosts for the whole run
             n = 0
@@ -138,7 +142,8 @@ def test_two_hosts_share_one_database(db, tmp_path):
                     failures.append(f"{host}: {exc}")
                 time.sleep(0.2)
 
-        threads = [threading.Thread(target=limited_feed), threading.Thread(target=busy_pulls)]
+        threads = [threading.Thread(target=limited_feed, args=(n,)) for n in range(12)]
+        threads.append(threading.Thread(target=busy_pulls))
         for t in threads:
             t.start()
         queued = [jobs.queue(db, int(time.time()), job_type="sync", companyids=[cid], userid=2)
@@ -180,10 +185,11 @@ def test_two_hosts_share_one_database(db, tmp_path):
     runs = {host: sync_runs(out[(host, "cron")]) for host in logs}
     minutes = Counter(m for host in logs for m in runs[host])
     assert minutes and max(minutes.values()) == 1, minutes
-    assert len(minutes) >= 2 and runs["host-b"], out
+    assert runs["host-b"], out
     killed_minute = datetime.fromtimestamp(killed_at, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")  # as cron prints
     assert any(m >= killed_minute for m in runs["host-b"]), (killed_minute, runs)
-    assert "Traceback" not in "".join(out.values()), out
+    everything = "".join(out.values())
+    assert "Traceback" not in everything and "database unreachable" not in everything.lower(), out
     # every job once, each by one of the hosts
     for jobid in queued:
         job = jobs.get(db, jobid)

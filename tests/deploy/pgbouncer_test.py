@@ -23,10 +23,12 @@ from urllib.parse import urlencode, urlsplit
 
 import pytest
 
+from local_alx_report_api.db.tasks import NAMESPACE
 from local_alx_report_api.task import sync_reporting_data_task as sync_task
 from moodle_core import engines
 from moodle_core.engines import LockBusy
 from tests.conftest import SESSION_URLS, _ensure_database, unavailable
+from tests.oracle import stored
 from tests.servers import free_port, gunicorn, service_env
 from tests.sites import company_setting, generated_site
 from tests.tasks import task_env
@@ -110,7 +112,7 @@ def test_session_locks_need_lock_url_behind_transaction_pooling(tmp_path):
                     pass
             with b.lock_set() as locks:  # a lock set's session goes there too
                 assert locks.take(["cron_task", "other"]) == {"other"}
-        with b.lock("cron_task"):
+        with b.lock("cron_task", timeout=5):  # the closed session's locks are freed by its backend, soon
             pass
         for engine in (a, b):
             engine.db.close()
@@ -123,7 +125,7 @@ def test_serve_cron_and_populate_through_pgbouncer(db, tmp_path):
     token, _, companyid = demo.tokens[0]
     company_setting(db, companyid, "rate_limit", 5)
     direct = db.url
-    with pgbouncer(direct) as (pooled, _):
+    with pgbouncer(direct) as (pooled, one):
         env = {**os.environ, **service_env(db, tmp_path), "ALX_DATABASE_URL": pooled, "ALX_DATABASE_LOCK_URL": direct}
         cli = [sys.executable, "-m", "local_alx_report_api.cli"]
         populated = subprocess.run([*cli, "populate", "--quiet"], env=env, capture_output=True, text=True, timeout=300)
@@ -150,7 +152,8 @@ def test_serve_cron_and_populate_through_pgbouncer(db, tmp_path):
                 pooled_rows = json.loads(answer.read())
             direct_rows = progress(make_app(db, now, local_alx_report_api__rate_limit=0), demo.tokens[1][0],
                                    limit=1000, mode="full").json
-            assert len(pooled_rows) == filled and direct_rows and isinstance(direct_rows, list)
+            assert {(r["userid"], r["courseid"]) for r in pooled_rows} == set(stored(db, companyid))
+            assert direct_rows and isinstance(direct_rows, list)
             # the rate limit stays exact with 12 requests at once on 6 worker threads: 4 more admitted
             statuses: list[int] = []
 
@@ -169,6 +172,31 @@ def test_serve_cron_and_populate_through_pgbouncer(db, tmp_path):
                 t.join()
             assert sorted(statuses) == [200] * 4 + [429] * 8
         pooled_engine.db.close()
+        # the commands keep their locks on lock_url: a task lock leaked on the pool's only server
+        # session (taken through the pooler without lock_url) makes `task run` skip; had it taken its
+        # lock through the pooler, that same session would have granted it again
+        leaky = engines.connect(one, db.prefix)
+        with leaky.lock(f"task_{NAMESPACE}sync_reporting_data_task"):
+            pass
+        skipped = subprocess.run([*cli, "task", "run", "sync_reporting_data_task"], capture_output=True, text=True,
+                                 env={**env, "ALX_DATABASE_URL": one}, timeout=120)
+        assert "running elsewhere" in skipped.stdout, skipped.stdout + skipped.stderr
+        leaky.db.close()
     counted = db.scalar("SELECT COUNT(*) FROM {t:local_alx_api_logs} WHERE counted = 1 AND companyid = ?", (companyid,))
     assert counted == 5
     sync_task.execute(task_env(db, now + 60))  # the state left through the pooler is sound for a direct run
+
+
+@pytest.mark.parametrize("db", ["postgresql"], indirect=True)
+def test_a_wrong_lock_url_stops_the_command_with_one_line(db, tmp_path):
+    generated_site(db, int(time.time()), companies=1, users=5, seed=2)
+    cli = [sys.executable, "-m", "local_alx_report_api.cli", "task", "list"]
+    base = {**os.environ, **service_env(db, tmp_path)}
+    other = db.url.rsplit("/", 1)[0] + "/postgres"  # another database on the same server
+    for lock_url, words in ((other, "does not reach the database url names"),
+                            ("postgresql://postgres@127.0.0.1:1/x", "Cannot connect to [database] lock_url"),
+                            ("mariadb://root@127.0.0.1:3306/x", "is for PostgreSQL")):
+        result = subprocess.run(cli, env={**base, "ALX_DATABASE_LOCK_URL": lock_url}, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode != 0 and words in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+            lock_url, result.stderr)
