@@ -104,10 +104,7 @@ class TaskManager:
                 "last_sync_error = ?, consecutive_failures = ?, state_data = ?, updated_at = ? "
                 "WHERE companyid = 0 AND token_hash = ?", (*values, task.hash)).rowcount
             if not updated:
-                self.engine.insert("local_alx_api_sync_status", {
-                    "companyid": 0, "token_hash": task.hash, "kind": "task", "sync_mode": "task",
-                    "last_sync_timestamp": values[0], "last_sync_status": values[1], "last_sync_error": values[2],
-                    "consecutive_failures": values[3], "state_data": values[4], "created_at": now, "updated_at": now})
+                self._create(task, state, now)
 
     def ensure_states(self, now: int) -> None:
         """Every declared task gets a state row, due at its next run time after now."""

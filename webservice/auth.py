@@ -45,6 +45,15 @@ class ConfigCache:
         return remembered[key]
 
 
+_BEARER = re.compile(r"^\s*bearer\s+(\S.*?)\s*$", re.IGNORECASE)
+
+
+def bearer_token(header: str | None, allowed: bool) -> str | None:
+    """The token of an `Authorization: Bearer` header, where the site allows them."""
+    match = _BEARER.match(header or "") if allowed else None
+    return match.group(1) if match else None
+
+
 def webservices_enabled(config: ConfigCache) -> bool:
     enabled = (config.get("enablewebservices") or "").strip()
     protocols = [p.strip() for p in (config.get("webserviceprotocols") or "").split(",")]

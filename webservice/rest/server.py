@@ -46,7 +46,6 @@ def _drop(stream) -> None:
         left -= len(chunk)
 FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 _JSON_FORMAT = re.compile(r"(?:^|&)moodlewsrestformat=json(?:&|$)")
-_BEARER = re.compile(r"^\s*bearer\s+(\S.*?)\s*$", re.IGNORECASE)
 COMMON_HEADERS = (("Cache-Control", "private, must-revalidate, pre-check=0, post-check=0, max-age=0"),
                   ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"), ("Pragma", "no-cache"),
                   ("Accept-Ranges", "none"), ("Access-Control-Allow-Origin", "*"))
@@ -190,11 +189,9 @@ class RestServer:
         wstoken = params.get("wstoken")
         if isinstance(wstoken, str) and wstoken != "":
             return wstoken, "wstoken"
-        header = req.get_header("Authorization")
-        if header and self.site.settings.webservice.allow_bearer_token:
-            match = _BEARER.match(header)
-            if match:
-                return match.group(1), "bearer"
+        bearer = auth.bearer_token(req.get_header("Authorization"), self.site.settings.webservice.allow_bearer_token)
+        if bearer:
+            return bearer, "bearer"
         return "", "none"
 
     # -- the request ---------------------------------------------------------------------------

@@ -31,7 +31,6 @@ from webservice.rest.server import as_moodle, authorize, finish, hooked_headers
 
 log = logging.getLogger("alx_report_api.odata")
 ROOT = "/local/alx_report_api/odata"
-_BEARER = re.compile(r"^\s*bearer\s+(\S.*?)\s*$", re.IGNORECASE)
 _BASIC = re.compile(r"^\s*basic\s+(\S+)\s*$", re.IGNORECASE)
 _OFFSET_PLUS = re.compile(r"(T\d\d:\d\d(?::\d\d(?:\.\d+)?)?)\+(\d\d:\d\d)")  # +hh:mm sent unencoded
 _MAXPAGESIZE = re.compile(r"(?:^|[,;\s])odata\.maxpagesize\s*=\s*(\d{1,9})", re.IGNORECASE)
@@ -42,6 +41,8 @@ _HEADERS = {"OData-Version": "4.0", "Cache-Control": "no-cache, private", "Acces
 _STATUS = {"invalidtoken": 401, "accessexception": 403, "invalidrecord": 403, "nocompanyassociation": 403,
            "sitemaintenance": 503, "ratelimitexceeded": 429, "dbconnectionfailed": 503, "dmlreadexception": 503,
            "dmlwriteexception": 503, "restdisabled": 403}
+
+
 def _status(errorcode: str) -> int:
     return _STATUS.get(errorcode) or (403 if errorcode.startswith("wsaccess") else 500)
 
@@ -109,9 +110,7 @@ class Feed:
             resp.set_headers(exc.headers)
             if exc.status == 401:
                 resp.set_header("WWW-Authenticate", 'Basic realm="alx-report-api", Bearer')
-            if exc.status == 429 and call.rate:
-                resp.set_header("Retry-After", str(max(1, call.rate["reset"] - now)))
-            elif exc.status == 503:
+            if exc.status == 503:  # a 429's Retry-After comes with the rate limit's headers
                 resp.set_header("Retry-After", "30")
         resp.status = falcon.code_to_http_status(status)
         resp.content_type = content_type
@@ -154,7 +153,7 @@ class Feed:
         if path == "$metadata":
             return model.csdl(props), "application/xml"
         options = parse(single(query), props, site.engine.kind, req.get_header("Accept"))
-        return self._entities(req, resp, call, settings, props, options, root, path.endswith("/$count"), query)
+        return self._entities(req, resp, call, settings, options, root, path.endswith("/$count"), query)
 
     def _token(self, req, query: dict[str, list[str]]) -> tuple[str, str]:
         """(token, how it came): wstoken in the query (Power BI's ApiKeyName), else Authorization:
@@ -165,9 +164,9 @@ class Feed:
         if values:
             return values.pop(), "wstoken"
         header = req.get_header("Authorization") or ""
-        bearer = _BEARER.match(header)
-        if bearer and self.site.settings.webservice.allow_bearer_token:
-            return bearer.group(1), "bearer"
+        bearer = auth.bearer_token(header, self.site.settings.webservice.allow_bearer_token)
+        if bearer:
+            return bearer, "bearer"
         basic = _BASIC.match(header)
         if basic:
             try:
@@ -185,7 +184,7 @@ class Feed:
             host = (req.get_header("X-Forwarded-Host") or host).split(",")[0].strip()
         return f"{scheme}://{host}{ROOT}/"
 
-    def _entities(self, req, resp, call: Call, settings, props, options: Options, root: str, only_count: bool,
+    def _entities(self, req, resp, call: Call, settings, options: Options, root: str, only_count: bool,
                   query: dict[str, list[str]]) -> tuple[bytes, str]:
         engine, plugin = call.engine, call.settings.local_alx_report_api
         key = paging.secret(engine, call.config, call.now)
@@ -260,8 +259,7 @@ class Feed:
         times (to ISO with the site's offset), the percentage (Decimal, or SQLite's float) and, with
         IEEE754Compatible, the numbers are converted; the rest are taken as they are."""
         iso = pages.local_times(timezone, True)
-        at = {c: i + 2 for i, c in enumerate(columns)}
-        at.update(userid=0, courseid=1)
+        at = paging.positions(columns)
         text = options.ieee754
         names = tuple(p.name for p in options.select)
         typed = {p.name: "#" + p.edm[4:] for p in options.select if p.edm != "Edm.String"}

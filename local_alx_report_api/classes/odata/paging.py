@@ -134,10 +134,14 @@ def page(engine: Engine, read: Read, options: Options, columns: tuple[str, ...],
     return engine.rows(text, params)
 
 
+def positions(columns: tuple[str, ...]) -> dict[str, int]:
+    """Where each column is in a row `page` returns."""
+    return {**{c: i + len(COLUMNS_ALWAYS) for i, c in enumerate(columns)}, **{c: i for i, c in enumerate(COLUMNS_ALWAYS)}}
+
+
 def position_of(row: tuple, columns: tuple[str, ...], options: Options) -> list:
     """A row's values of the order items, as `page` compares them (the percentage in hundredths)."""
-    at = {c: i + 2 for i, c in enumerate(columns)}
-    at.update(userid=0, courseid=1)
+    at = positions(columns)
     values = []
     for prop, _ in options.order:
         value = row[at[prop.column]]
