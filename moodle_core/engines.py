@@ -858,8 +858,11 @@ def _check_lock_space(engine: Engine, lock_url: str) -> None:
             raise ConfigError(f"[database] lock_url '{_masked(lock_url)}' is a standby: name the primary")
         key = int.from_bytes(secrets.token_bytes(8), "big", signed=True)
         side.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
-        with engine.db.atomic():
-            seen = not engine.db.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (key,)).fetchone()[0]
+        try:
+            with engine.db.atomic():
+                seen = not engine.db.execute_sql("SELECT pg_try_advisory_xact_lock(%s)", (key,)).fetchone()[0]
+        finally:  # released, not left to the session's end: through a pooler that session lives on
+            side.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
         if not seen:
             raise ConfigError(f"[database] lock_url '{_masked(lock_url)}' does not reach the database url names "
                               "directly (a lock taken through it is not seen through url)")
