@@ -124,8 +124,7 @@ class Context:
     def __init__(self, args, create: bool = False):
         self.settings = plugin_settings.load(settings_path(args.config, os.environ))
         db = self.settings.database
-        self.engine = engines.connect(db.url, db.prefix, create=create, iomad_schema=db.iomad_schema,
-                                      lock_url=db.lock_url)
+        self.engine = engines.connect_site(db, create=create)
         self.engine.slow_query_ms = self.settings.local_alx_report_api.slow_query_ms
         self.engine.retry_attempts, self.engine.retry_base_delay = db.retry_attempts, db.retry_base_delay
         self._moodle = None

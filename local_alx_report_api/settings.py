@@ -19,6 +19,10 @@ DECLARATIONS = [
     _s("database", "url", "string", "sqlite:///moodle.sqlite3", "The Moodle database URL (sqlite, postgresql, mariadb/mysql)."),
     _s("database", "lock_url", "string", "", "The same PostgreSQL database reached directly, when url goes through "
        "PgBouncer in transaction pooling mode: the named locks' connections use it (admin guide 2.5). Empty = url."),
+    _s("database", "replica_urls", "list", [], "PostgreSQL streaming standbys of url, for the reads that may lag "
+       "(report pages, Moodle's live tables for sync and populate): docs/scaling.md. Empty = none."),
+    _s("database", "replica_max_lag", "float", 30.0, "Seconds a replica may lag before reads leave it for the primary "
+       "(and the health check and an alert say so).", min=1, max=3600),
     _s("database", "prefix", "string", "mdl_", "Moodle table prefix, applied to Moodle, IOMAD and plugin tables."),
     _s("database", "iomad_schema", "enum", "auto", "IOMAD table names: auto, 4 or 5.", choices=("auto", "4", "5")),
     _s("database", "retry_attempts", "int", 3, "Attempts per unit of database work.", min=1, max=10),

@@ -147,6 +147,7 @@ class Engine:
         self.iomad: str | None = None  # "4", "5", or None: no IOMAD tables (yet)
         self._recorders: list[list[tuple[str, tuple]]] = []  # see recording()
         self.locks_db: peewee.Database | None = None  # connect(lock_url=): where named locks are held
+        self.replicas = None  # connect(replica_urls=): moodle_core.replicas.Replicas (empty: none)
 
     # -- SQL text -------------------------------------------------------------------------
     def quote(self, name: str) -> str:
@@ -782,13 +783,18 @@ def _masked(url: str) -> str:
 
 
 def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool = False,
-            iomad_schema: str = "auto", lock_url: str = "") -> Engine:
+            iomad_schema: str = "auto", lock_url: str = "", replica_urls: list[str] | tuple = (),
+            replica_max_lag: float = 30.0) -> Engine:
     """Open the database a URL names, with IOMAD's table names of `iomad_schema` (see
     Engine.name_tables). Raises ConfigError with one clear line on failure.
 
     `lock_url`: the same database reached directly, for the named locks' own connections, when
     `url` goes through a pooler that hands a connection to another client after each transaction
     (PgBouncer's transaction pooling): a session's lock must stay on one server session.
+
+    `replica_urls`: PostgreSQL standbys of the same database, for the reads that may go to one
+    (engine.replicas, see moodle_core.replicas). A replica that cannot be reached is not an error
+    (reads go to the primary until it answers); one that is not a copy of this database is.
 
     An SQLite file must already exist unless `create` is set (only the demo-site generator
     creates databases), so a mistyped path never leaves an empty file behind."""
@@ -833,6 +839,14 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
             raise ConfigError("[database] lock_url is for PostgreSQL behind PgBouncer's transaction pooling: "
                               f"the same PostgreSQL database as url, directly (got '{_masked(lock_url)}')")
         engine.locks_db = locks.db
+    others = [connect(u, prefix, check=False) for u in replica_urls]
+    for other in others:  # an unreachable standby must not hold a request up for long
+        other.db.connect_params.setdefault("connect_timeout", 3)
+    if others and (engine.kind != "postgresql" or any(o.kind != "postgresql" for o in others)):
+        raise ConfigError("[database] replica_urls are PostgreSQL standbys of a PostgreSQL url (got "
+                          f"{', '.join(repr(_masked(u)) for u in replica_urls)} for a {engine.kind} url)")
+    from moodle_core.replicas import Replicas  # it builds on this module
+    engine.replicas = Replicas(engine, others, max_lag=replica_max_lag)
     if check:
         try:
             engine.db.connect(reuse_if_open=True)
@@ -841,9 +855,19 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
             raise ConfigError(f"Cannot connect to the database {engine.describe()}: {first}") from exc
         if lock_url:
             _check_lock_space(engine, lock_url)
+        for state in engine.replicas.check():
+            if state["error"] and state["error"].startswith("not a "):
+                raise ConfigError(f"[database] replica_urls: {state['url']} is {state['error']}")
     if check or iomad_schema != "auto":  # detection needs the connection; a named schema does not
         engine.name_tables(iomad_schema)
     return engine
+
+
+def connect_site(database, **options) -> Engine:
+    """`connect` with the [database] settings section (url, prefix, iomad_schema, lock_url,
+    replica_urls, replica_max_lag)."""
+    return connect(database.url, database.prefix, iomad_schema=database.iomad_schema, lock_url=database.lock_url,
+                   replica_urls=database.replica_urls, replica_max_lag=database.replica_max_lag, **options)
 
 
 def _check_lock_space(engine: Engine, lock_url: str) -> None:

@@ -58,9 +58,11 @@ class Proxy:
 
 class PostgresServer:
     """A PostgreSQL cluster of the test's own (initdb in a temporary folder, a free port), so a
-    test can stop and start it without touching the shared server. Runs as the `postgres` user."""
+    test can stop and start it without touching the shared server. Runs as the `postgres` user.
+    `standby_of`: a streaming replica of that cluster instead (pg_basebackup -R), whose replay
+    the test can pause and resume."""
 
-    def __init__(self):
+    def __init__(self, standby_of: PostgresServer | None = None):
         import glob
         import shutil
         import subprocess
@@ -76,12 +78,40 @@ class PostgresServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self._run = subprocess.run
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/alx"
+        if standby_of is not None:
+            self._as_postgres(f"{self.bin}/pg_basebackup", "-h", "127.0.0.1", "-p", str(standby_of.port), "-U",
+                              "postgres", "-D", f"{self.dir}/data", "-R", "-X", "stream", "-c", "fast", "--no-sync")
+            self.start()
+            return
         self._as_postgres(f"{self.bin}/initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres",
                           "--no-sync", "-E", "UTF8", "--locale=C")
         self.start()
-        self._as_postgres(f"{self.bin}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-q",
-                          "-c", "CREATE DATABASE alx")
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/alx"
+        self.psql("CREATE DATABASE alx", database="postgres")
+
+    def psql(self, sql: str, database: str = "alx") -> str:
+        """One statement's output (unaligned, tuples only)."""
+        done = self._run(["runuser", "-u", "postgres", "--", f"{self.bin}/psql", "-h", "127.0.0.1", "-p",
+                          str(self.port), "-U", "postgres", "-d", database, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                         check=True, capture_output=True, text=True, cwd=self.dir)
+        return done.stdout.strip()
+
+    def pause_replay(self) -> None:
+        self.psql("SELECT pg_wal_replay_pause()")
+
+    def resume_replay(self) -> None:
+        self.psql("SELECT pg_wal_replay_resume()")
+
+    def caught_up_with(self, primary: PostgresServer, timeout: float = 30.0) -> None:
+        """Wait until this standby has replayed everything the primary has written."""
+        import time
+
+        target = primary.psql("SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + timeout
+        while self.psql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") != "t":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"standby on port {self.port} did not reach {target}")
+            time.sleep(0.02)
 
     def _as_postgres(self, *command: str) -> None:
         self._run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True, cwd=self.dir)

@@ -70,6 +70,7 @@ def check_all(env) -> dict:
               f"High API usage detected: {hour} calls in the last hour",
               {"calls": hour, "threshold": plugin.high_api_usage_threshold, "window_minutes": 60})
     _fallbacks(engine, now, window)
+    _replicas(engine, condition)
     resolved += _admin_lockouts(engine, env, now)
     env.say(f"Health {state.overall} ({state.score}/100); raised {len(raised)}, resolved {len(resolved)}")
     return {"health": state.overall, "score": state.score, "raised": raised, "resolved": resolved}
@@ -144,6 +145,20 @@ def _admin_lockouts(engine, env, now) -> list[str]:
                 alerts.resolve(engine, now, alert_type="security", subject=subject):
             ended.append(subject)
     return ended
+
+
+def _replicas(engine, condition) -> None:
+    """A replica down or lagging beyond replica_max_lag (as health.evaluate just checked it);
+    resolved when it takes reads again or is no longer configured."""
+    states = {f"replica:{r.engine.describe()}": r for r in (engine.replicas.all if engine.replicas else [])}
+    for subject, replica in states.items():
+        state = replica.describe()
+        condition(state["status"] != "ok", "database", "high", subject,
+                  f"Replica {state['url']} is {state['status']}: {state['error']}; its reads go to the primary",
+                  state)
+    for _, subject in alerts.open_alerts(engine, "database", "replica:"):
+        if subject not in states:
+            condition(False, "database", "high", subject, "", {})
 
 
 def _fallbacks(engine, now, window) -> None:

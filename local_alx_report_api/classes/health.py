@@ -146,6 +146,17 @@ def data(engine: Engine, moodle: Moodle) -> Check:
     return Check("data", OK, "Every company with courses has reporting rows")
 
 
+def replicas(engine: Engine) -> Check:
+    """[database] replica_urls: each answers as a standby within replica_max_lag (else its reads
+    go to the primary until it does)."""
+    states = engine.replicas.check()
+    bad = [f"{r['url']}: {r['status']} ({r['error']})" for r in states if r["status"] != "ok"]
+    if bad:
+        return Check("replicas", WARNING, "Reads go to the primary instead of " + "; ".join(bad))
+    lags = ", ".join(f"{r['url']} {r['lag_seconds']:g} s" for r in states)
+    return Check("replicas", OK, f"{len(states)} replica{'s' if len(states) > 1 else ''} take reads (lag {lags})")
+
+
 def configuration(settings, timezone_warning: bool) -> Check:
     plugin = settings.local_alx_report_api
     problems = []
@@ -168,4 +179,6 @@ def evaluate(engine: Engine, moodle: Moodle, settings, now: int) -> Health:
     checks += [tables(moodle), webservices(moodle), service(engine), cron(engine, now, definitions(settings)),
                sync(engine, now, plugin.sync_failure_threshold), data(engine, moodle),
                configuration(settings, "not an IANA zone" in zone_source)]
+    if engine.replicas:
+        checks.append(replicas(engine))
     return Health(checks, now)

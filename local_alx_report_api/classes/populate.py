@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from local_alx_report_api.classes import company_runner, company_state, sync
+from local_alx_report_api.classes import company_runner, company_state, replica_reads, sync
 from local_alx_report_api.classes.detection import Site
 from local_alx_report_api.classes.progress import Scope, pairs_bound
 from local_alx_report_api.classes.reporting import INF, Batch, Counts, full_sync, purge_cache
@@ -69,12 +69,13 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
         emit(level, text)
 
     say("info", f"Populating {len(companies)} compan{'y' if len(companies) == 1 else 'ies'}, batch size {batch_size}")
-    started, site = now(), Site.read(engine)  # what a completed company's sync runs go on from
+    live = replica_reads.live(engine, task=True)  # Moodle's tables, as the primary holds them now or later
+    started, site = now(), Site.read(live)  # what a completed company's sync runs go on from
     locks, completed = engine.lock_set(), {}
 
     def step(company: Company) -> company_runner.Outcome:
         def work() -> tuple[bool, dict]:
-            return _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress,
+            return _populate_company(engine, live, company, state, batch_size, report_roles, now, say, on_progress,
                                      should_stop, site, started, completed), {}
 
         outcome = company_runner.run(engine, company, work, what="populate", lock_wait=lock_wait, locks=held)
@@ -106,18 +107,18 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
     return state
 
 
-def _populate_company(engine, company, state, batch_size, report_roles, now, say, on_progress, should_stop,
+def _populate_company(engine, live, company, state, batch_size, report_roles, now, say, on_progress, should_stop,
                       site: Site, began: int, scopes: dict) -> bool:
     """Populate one company; False when `should_stop` ended it before its last batch. `site` and
     `began`: the populate's snapshot and its time, which a completed company's sync runs go on
     from; `scopes` gains the company's scope when it completes."""
     started = time.time()
     label = company_runner.label(company)
-    scope = Scope.load(engine, company.id, report_roles)
+    scope = Scope.load(live, company.id, report_roles)
     walk = sync.full_walk(site, scope, began, company_state.current(engine, company.id))
     purge_cache(engine, company.id)
     company_state.ensure(engine, company.id, now())
-    total = pairs_bound(engine, scope)
+    total = pairs_bound(live, scope)  # an estimate, for progress
     if not scope.courses and total == 0:
         say("warning", f"{label} has no courses in scope; skipped.")
         return True
@@ -134,7 +135,7 @@ def _populate_company(engine, company, state, batch_size, report_roles, now, say
         say("info", f"{label}: {counts.checked}/{total} ({pct:.1f}%) {_summary(counts)}")
         on_progress(state)
 
-    _, after = full_sync(engine, scope, now(), batch_size, on_batch=on_batch, should_stop=should_stop)
+    _, after = full_sync(engine, scope, now(), batch_size, on_batch=on_batch, should_stop=should_stop, live=live)
     purge_cache(engine, company.id)
     if after != INF:
         say("warning", f"{label}: stopped after {counts.checked}/{total} pairs: {_summary(counts)}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from local_alx_report_api.classes import client_state, company_state
+from local_alx_report_api.classes import client_state, company_state, replica_reads
 from local_alx_report_api.classes.progress import Key, Progress, Scope, live_rows
 from local_alx_report_api.classes.reporting import hundredths
 from moodle_core.engines import DATABASE_ERRORS, Engine
@@ -160,7 +160,7 @@ def has_rows(engine: Engine, companyid: int) -> bool:
 
 
 def live_page(engine: Engine, req: PageRequest, *, after: Key | None, offset: int) -> list[Row]:
-    rows = live_rows(engine, req.scope, req.now, after=after or (0, 0), limit=req.limit,
+    rows = live_rows(replica_reads.live(engine), req.scope, req.now, after=after or (0, 0), limit=req.limit,
                      offset=offset if after is None else 0)
     return [Row(p, False) for p in rows]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from local_alx_report_api.classes import company_runner, company_state, inline_alerts
+from local_alx_report_api.classes import company_runner, company_state, inline_alerts, replica_reads
 from local_alx_report_api.classes.progress import Scope, pairs_bound
 from local_alx_report_api.classes.reporting import INF, full_sync
 
@@ -62,9 +62,10 @@ def reconcile_company(env, company, out_of_time, *, batch_size: int | None = Non
     after = tuple(resume["after"]) if resume else (0, 0)
     counts = resume["counts"] if resume else {"checked": 0, "inserted": 0, "updated": 0, "reactivated": 0,
                                               "deleted": 0, "examples": []}
-    scope = Scope.load(env.engine, company.id, env.plugin.report_roles)
+    live = replica_reads.live(env.engine, task=True)  # Moodle's tables as the primary holds them now, or later
+    scope = Scope.load(live, company.id, env.plugin.report_roles)
     started = resume["started"] if resume else now
-    total = pairs_bound(env.engine, scope) if on_batch else 0
+    total = pairs_bound(live, scope) if on_batch else 0
     processed = [0]
 
     def remember(batch):
@@ -76,7 +77,7 @@ def reconcile_company(env, company, out_of_time, *, batch_size: int | None = Non
             on_batch(batch.counts, processed[0], total)
 
     _, after = full_sync(env.engine, scope, now, batch_size or env.plugin.sync_batch_size, after=after,
-                         on_batch=remember, should_stop=out_of_time)
+                         on_batch=remember, should_stop=out_of_time, live=live)
     state = company_state.load(env.engine, company.id, now)
     if after != INF:
         state["reconcile_after"] = {"after": list(after), "counts": counts, "started": started}

@@ -175,7 +175,7 @@ class Batch:
 
 def full_sync(engine: Engine, scope: Scope, now: int, batch_size: int, *, after: Key = (0, 0),
               on_batch: Callable[[Batch], None] | None = None,
-              should_stop: Callable[[], bool] = lambda: False) -> tuple[Counts, Key]:
+              should_stop: Callable[[], bool] = lambda: False, live: Engine | None = None) -> tuple[Counts, Key]:
     """Walk the union of live scope and stored rows in key order, batch by batch (tasks.md 6).
 
     Two key-ordered streams are merged without loading the company: a window of live pairs and
@@ -184,15 +184,17 @@ def full_sync(engine: Engine, scope: Scope, now: int, batch_size: int, *, after:
     every live pair is an insert: the batch is written inside the database (`_insert_window`).
     The window of members adapts to the pairs per member seen, so a batch computes about
     `batch_size` pairs, not `batch_size` members' worth. Returns the totals and the resume key
-    (INF when done)."""
+    (INF when done). `live`: where Moodle's tables are read (a replica: the values are computed
+    here and written, not INSERT ... SELECT on the primary)."""
+    live = live or engine
     total = Counts()
     companyid = scope.companyid
     window = max(8, batch_size // 4)  # members; adapted after each batch (_next_window)
     filling = False  # the last batch found no stored row ahead: under the company's lock none appears
     while after != INF and not should_stop():
-        upto_user = member_window_end(engine, companyid, after[0], window)
+        upto_user = member_window_end(live, companyid, after[0], window)
         rep = {} if filling else stored_rows(engine, companyid, after, limit=batch_size)
-        bulk = not rep and engine.insert_select_fill
+        bulk = not rep and engine.insert_select_fill and live is engine
         done = _insert_window(engine, scope, now, after, upto_user, batch_size) if bulk else None
         if done is None and filling:  # a row appeared ahead after all: merge with what is stored
             rep = stored_rows(engine, companyid, after, limit=batch_size)
@@ -200,18 +202,18 @@ def full_sync(engine: Engine, scope: Scope, now: int, batch_size: int, *, after:
         if done is not None:
             counts, bound, users = done
         else:
-            live = live_rows(engine, scope, now, after=after, upto_user=upto_user, limit=batch_size)
-            live_bound = live[-1].key if len(live) == batch_size else ((upto_user, INF[1]) if upto_user else INF)
+            pairs = live_rows(live, scope, now, after=after, upto_user=upto_user, limit=batch_size)
+            live_bound = pairs[-1].key if len(pairs) == batch_size else ((upto_user, INF[1]) if upto_user else INF)
             rep_bound = list(rep)[-1] if len(rep) == batch_size else INF
             bound = min(live_bound, rep_bound)
-            keys = sorted({p.key for p in live if p.key <= bound} | {k for k in rep if k <= bound})
+            keys = sorted({p.key for p in pairs if p.key <= bound} | {k for k in rep if k <= bound})
             if len(keys) > batch_size:
                 keys = keys[:batch_size]
                 bound = keys[-1]
-            wanted = {p.key: p for p in live if p.key <= bound}
+            wanted = {p.key: p for p in pairs if p.key <= bound}
             counts = write_batch(engine, companyid, now, keys, wanted,
                                  lambda start=after, upto=bound: stored_rows(engine, companyid, start, upto))
-            users = len({p.userid for p in live})
+            users = len({p.userid for p in pairs})
         if counts.changed:
             purge_cache(engine, companyid)
         total.add(counts)

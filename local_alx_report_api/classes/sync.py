@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from local_alx_report_api.classes import company_runner, company_state, detection, inline_alerts
+from local_alx_report_api.classes import company_runner, company_state, detection, inline_alerts, replica_reads
 from local_alx_report_api.classes.detection import CLOCK_SOURCES, SOURCES, Found, Site
 from local_alx_report_api.classes.progress import Key, Scope, live_rows, pairs_bound, scope_difference, scope_keys
 from local_alx_report_api.classes.reporting import INF, Counts, full_sync, purge_cache, stored_rows_for, write_batch
@@ -32,6 +32,7 @@ class Plan:
     stored: set[Key] = field(default_factory=set)  # the stored keys of found.users
     courses: set[int] = field(default_factory=set)  # every pair of these: found or cacherev moved
     difference: set[int] | None = field(default_factory=set)  # set difference: None all, else these courses
+    live: Engine | None = None  # where its Moodle tables are read: a caught-up replica, or the primary
 
     @property
     def idle(self) -> bool:
@@ -45,8 +46,9 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
     """Detection for these companies (`every`: they are every company of the site)."""
     ids = [c.id for c in companies]
     rows = company_state.raw_states(engine, None if every else ids)
-    scopes = Scope.load_all(engine, ids, report_roles)
-    site = Site.read(engine)  # before any pair is read: a change after it is seen by the next run
+    live = replica_reads.live(engine, task=True)  # never older than the primary now: no run undoes an earlier one
+    scopes = Scope.load_all(live, ids, report_roles)
+    site = Site.read(live)  # before any pair is read: a change after it is seen by the next run
     plans, bounds, prints = [], {}, {}
     for company in companies:
         row, scope = rows.get(company.id), scopes[company.id]
@@ -71,8 +73,8 @@ def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, r
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             state, pending, error = {}, {}, exc
             bounds.pop(company.id, None)
-        plans.append(Plan(company, row, state, error, scope, pending))
-    found, read = detection.changes(engine, bounds, now)
+        plans.append(Plan(company, row, state, error, scope, pending, live=live))
+    found, read = detection.changes(live, bounds, now)
     stored = detection.stored_of_users(engine, {cid: f.users for cid, f in found.items() if f.users})
     for p in plans:
         f = found.get(p.company.id)
@@ -128,7 +130,7 @@ def settle_prints(engine: Engine, scopes: dict[int, Scope], locks: LockSet) -> N
     run checks all scope."""
     if not scopes:
         return
-    end = Site.read(engine)
+    end = Site.read(replica_reads.live(engine, task=True))  # as the primary holds them now, or later
     held = locks.take(company_runner.lock_name(c) for c in scopes)
     try:
         for cid, row in company_state.raw_states(engine, [c for c in scopes if company_runner.lock_name(c) in held]
@@ -160,23 +162,24 @@ def run_company(engine: Engine, p: Plan, *, now: int, batch_size: int, out_of_ti
     `on_batch(counts, processed, total)` hears each committed batch (jobs show it as progress)."""
     if p.error is not None:
         raise p.error
+    p.live = p.live or engine
     started = time.time()
     if p.found is None:
         return _first_sync(engine, p, now, batch_size, out_of_time, on_batch, started)
     scope, f, pending, state = p.scope, p.found, p.pending, p.state
     keys = f.pairs | p.stored
     if p.courses:
-        keys |= _stored_keys(engine, scope.companyid, p.courses) | scope_keys(engine, scope, now, courses=p.courses)
+        keys |= _stored_keys(engine, scope.companyid, p.courses) | scope_keys(p.live, scope, now, courses=p.courses)
     if p.difference != set():
-        keys |= scope_difference(engine, scope, now, courses=p.difference)
+        keys |= scope_difference(p.live, scope, now, courses=p.difference)
     prefetched = None
     if f.users:  # every pair of these users: their stored keys (known) and in-scope pairs
         users = f.users | {u for u, _ in keys}
         if len(users) <= batch_size:  # one read gives the pairs and the values of every batch
-            prefetched = {q.key: q for q in live_rows(engine, scope, now, users=users)}
+            prefetched = {q.key: q for q in live_rows(p.live, scope, now, users=users)}
             keys |= {k for k in prefetched if k[0] in f.users}
         else:
-            keys |= scope_keys(engine, scope, now, users=f.users)
+            keys |= scope_keys(p.live, scope, now, users=f.users)
     keys = sorted(keys)
     if pending["after"] is not None:
         keys = [k for k in keys if k > tuple(pending["after"])]
@@ -194,7 +197,7 @@ def run_company(engine: Engine, p: Plan, *, now: int, batch_size: int, out_of_ti
             live = {k: prefetched[k] for k in batch if k in prefetched}
         else:
             wanted = set(batch)
-            live = {q.key: q for q in live_rows(engine, scope, now, users={u for u, _ in batch}) if q.key in wanted}
+            live = {q.key: q for q in live_rows(p.live, scope, now, users={u for u, _ in batch}) if q.key in wanted}
         pending["after"] = list(batch[-1])
         last = start + batch_size >= len(keys)
 
@@ -352,7 +355,7 @@ def _first_sync(engine, p: Plan, now, batch_size, out_of_time, on_batch, started
     company_state.ensure(engine, companyid, now)
     state["pending"] = pending
     counts = Counts()
-    total = pairs_bound(engine, p.scope) if on_batch else 0
+    total = pairs_bound(p.live, p.scope) if on_batch else 0
 
     def remember(batch):
         counts.add(batch.counts)
@@ -363,7 +366,7 @@ def _first_sync(engine, p: Plan, now, batch_size, out_of_time, on_batch, started
             on_batch(batch.counts, counts.checked, total)
 
     _, after = full_sync(engine, p.scope, now, batch_size, after=tuple(pending["after"]), on_batch=remember,
-                         should_stop=out_of_time)
+                         should_stop=out_of_time, live=p.live)
     if after != INF:
         return _stopped(engine, companyid, state, counts, now, started)
     pending["high"] = {s: pending["started"] for s in SOURCES}

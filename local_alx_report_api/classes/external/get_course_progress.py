@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from local_alx_report_api.classes import cache, company_settings, pages, pulls, ratelimit
+from local_alx_report_api.classes import cache, company_settings, pages, pulls, ratelimit, replica_reads
 from local_alx_report_api.classes.progress import Scope
 from local_alx_report_api.lang import get_string
 from moodle_core.engines import QUERY_COMPANY
@@ -90,14 +90,18 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
     def to_elements(rows) -> list[dict]:
         return [pages.element(r.progress, fields, readable, deleted=r.deleted) for r in rows]
 
-    def from_table(definition, after, at_offset) -> pulls.Slice:
-        rows = pulls.table_tuples(engine, req, definition, after=after, offset=at_offset)
+    def from_table(definition, after, at_offset, dataversion: int) -> pulls.Slice:
+        rows, on_replica = replica_reads.company_rows(
+            engine, companyid, dataversion,
+            lambda server: pulls.table_tuples(server, req, definition, after=after, offset=at_offset))
+        if on_replica:
+            call.log.extra["replica"] = True
         return pulls.Slice(pages.table_elements(rows, fields, readable),
                            (int(rows[-1][0]), int(rows[-1][1])) if rows else None, len(rows))
 
     def read_table(definition, after, at_offset, dataversion: int) -> pulls.Slice:
         if not use_cache:
-            return from_table(definition, after, at_offset)
+            return from_table(definition, after, at_offset, dataversion)
         position = f"a{after[0]}-{after[1]}" if after is not None else f"o{at_offset}"
         since = definition.since if definition.mode == "incremental" or definition.deletions else 0
         key = cache.key(companyid, definition.mode, since, position, limit, sig, dataversion)
@@ -108,7 +112,7 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
             status["cache"] = "hit"
             return pulls.Slice(hit.encoded, hit.last, hit.encoded.count)
         status["cache"] = "miss"
-        served = from_table(definition, after, at_offset)
+        served = from_table(definition, after, at_offset, dataversion)
         page = cache.Page(call.encode(served.elements), served.last)
         cache.write(engine, companyid, key, page, call.format, call.now, settings.get("cache_ttl_minutes"))
         return pulls.Slice(page.encoded, page.last, served.count)

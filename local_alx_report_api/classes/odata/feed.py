@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 import falcon
 import orjson
 
-from local_alx_report_api.classes import company_settings, pages, ratelimit
+from local_alx_report_api.classes import company_settings, pages, ratelimit, replica_reads
 from local_alx_report_api.classes.odata import model, paging
 from local_alx_report_api.classes.odata.query import ODataError, Options, bad, parse, single, unsupported
 from local_alx_report_api.classes.progress import Scope, live_rows
@@ -203,13 +203,23 @@ class Feed:
             ratelimit.admit(call, settings)
         call.log.set(data_source="table")
         call.log.extra.update({k: v[:500] for k, v in options.text.items()})
+        version = settings.table[0] if settings.table is not None else None
+
+        def on_server(reading):  # a replica holding the company's rows as read here, else the primary
+            if version is None:
+                return reading(engine)
+            result, on_replica = replica_reads.company_rows(engine, call.company.id, version, reading)
+            if on_replica:
+                call.log.extra["replica"] = True
+            return result
+
         if only_count:
-            total = paging.count(engine, read, options)
+            total = on_server(lambda server: paging.count(server, read, options))
             call.log.set(record_count=1)
             return str(total).encode(), "text/plain"
         if position is None:
             size = self._page_size(req, resp, plugin.max_records)
-            left, total = options.top, paging.count(engine, read, options) if options.count else None
+            left, total = options.top, on_server(lambda server: paging.count(server, read, options)) if options.count else None
             after, offset = None, options.skip
         else:
             size, left, total, after, offset = position.size, position.left, position.count, position.after, 0
@@ -218,7 +228,8 @@ class Feed:
                 resp.set_header("Preference-Applied", f"odata.maxpagesize={size}")
         limit = size if left is None else min(size, left)
         columns = tuple(dict.fromkeys([*(p.column for p in options.select), *(p.column for p, _ in options.order)]))
-        rows = paging.page(engine, read, options, columns, after=after, offset=offset, limit=limit + 1) if limit else []
+        rows = on_server(lambda server: paging.page(server, read, options, columns, after=after, offset=offset,
+                                                    limit=limit + 1)) if limit else []
         more = len(rows) > limit
         rows = rows[:limit]
         left = None if left is None else left - len(rows)

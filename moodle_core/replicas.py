@@ -1,0 +1,171 @@
+"""Read replicas (`[database] replica_urls`, PostgreSQL streaming standbys): whether one is fit
+to take a read, and which.
+
+A replica is checked at most every `check_every` seconds per process (two cheap statements): it
+is `ok` when it answers, is a standby and lags at most `max_lag` seconds, else `lagging` or
+`down`, and is then left alone until the next check (reads go to the primary; the health check
+and an alert say so; the next good check takes it back). A read on a replica that fails marks it
+down at once and is answered by the primary.
+
+What a lagging replica may serve is decided by the caller, exactly, not by the lag estimate:
+- Moodle's live tables (sync detection, populate, the live fallback): `caught_up` gives a replica
+  only once it has replayed the primary's WAL up to the position read first, so what it reads is
+  never older than what the primary held at that moment (a sync run never writes back an older
+  state than a run before it saw).
+- A company's reporting rows: the plugin reads the company's change counter on the replica and
+  uses it only when it holds the version the request read on the primary (the cache key's)."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+
+from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
+
+log = logging.getLogger("alx_report_api.db")
+# a standby shares its primary's system identifier; the database name tells the site
+_IDENTITY = "SELECT (SELECT system_identifier FROM pg_control_system())::text, current_database()"
+
+
+def lsn(text: str | None) -> int:
+    """A PostgreSQL WAL position ('16/B374D848') as a number (None: none)."""
+    if not text:
+        return -1
+    high, _, low = text.partition("/")
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+@dataclass
+class Replica:
+    engine: Engine
+    status: str = "unknown"  # ok | lagging | down | unknown (not checked yet)
+    lag: float | None = None  # seconds behind the primary (0: caught up), as last checked
+    error: str | None = None
+    checked: float = float("-inf")  # time.monotonic() of the last check
+
+    def describe(self) -> dict:
+        return {"url": self.engine.describe(), "status": self.status,
+                "lag_seconds": None if self.lag is None else round(self.lag, 3), "error": self.error}
+
+
+class Replicas:
+    """The primary's replicas, as one process sees them."""
+
+    def __init__(self, primary: Engine, engines: list[Engine], *, max_lag: float = 30.0, check_every: float = 5.0,
+                 task_wait: float = 2.0):
+        self.primary = primary
+        self.task_wait = task_wait  # seconds a task waits for a replica to replay what the primary holds
+        self._identity: tuple | None = None  # the primary's cluster and database (_IDENTITY)
+        self._seen: collections.deque[tuple[float, int]] = collections.deque()  # (when, the primary's position)
+        self.all = [Replica(e) for e in engines]
+        self.max_lag, self.check_every = max_lag, check_every
+        self._turn = itertools.count()
+        for replica in self.all:
+            replica.engine.retry_attempts = 1  # a failed read goes to the primary instead
+
+    def __bool__(self) -> bool:
+        return bool(self.all)
+
+    def usable(self) -> list[Engine]:
+        """The replicas fit to take reads now, starting with a different one each call (reads
+        spread over them); each is checked again when its last check is older than check_every."""
+        if not self.all:
+            return []
+        now = time.monotonic()
+        for replica in self.all:
+            if now - replica.checked >= self.check_every:
+                self._check(replica)
+        fit = [r.engine for r in self.all if r.status == "ok"]
+        for engine in fit:  # the site's table names, as the primary has them now
+            engine.aliases, engine.iomad = self.primary.aliases, self.primary.iomad
+        if len(fit) > 1:
+            start = next(self._turn) % len(fit)
+            fit = fit[start:] + fit[:start]
+        return fit
+
+    def failed(self, engine: Engine, exc: BaseException) -> None:
+        """A read on this replica failed: down until its next check."""
+        for replica in self.all:
+            if replica.engine is engine:
+                log.warning("replica %s failed, reads go to the primary: %s", engine.describe(), first_line(exc))
+                replica.status, replica.error, replica.checked = "down", first_line(exc), time.monotonic()
+                try:
+                    engine.db.close()
+                except Exception:  # noqa: BLE001 - the connection is gone either way
+                    engine.db._state.reset()
+
+    def check(self) -> list[dict]:
+        """Check every replica now (health check, alerts); their states as dicts."""
+        for replica in self.all:
+            self._check(replica)
+        return [r.describe() for r in self.all]
+
+    def caught_up(self, wait: float = 0.0) -> Engine:
+        """A replica that has replayed everything the primary had written when this was called
+        (waiting up to `wait` seconds for one), else the primary."""
+        fit = self.usable()
+        if not fit:
+            return self.primary
+        try:
+            target = lsn(self.primary.scalar("SELECT pg_current_wal_lsn()"))
+        except DATABASE_ERRORS:
+            return self.primary  # its own error is met where the read is made
+        deadline = time.monotonic() + wait
+        while True:
+            for engine in fit:
+                try:
+                    if lsn(engine.scalar("SELECT pg_last_wal_replay_lsn()")) >= target:
+                        return engine
+                except DATABASE_ERRORS as exc:
+                    self.failed(engine, exc)
+            fit = [e for e in fit if any(r.engine is e and r.status == "ok" for r in self.all)]
+            if not fit or time.monotonic() >= deadline:
+                return self.primary
+            time.sleep(0.01)
+
+    def _check(self, replica: Replica) -> None:
+        """The primary's WAL position first, then the replica's: caught up (lag 0) when it has
+        replayed that far. Otherwise its lag is at most the time since the primary stood where the
+        replica stands (from the positions earlier checks saw) and at most the age of the last
+        transaction it replayed; the smaller of the two is taken."""
+        now = replica.checked = time.monotonic()
+        try:
+            target = lsn(self.primary.scalar("SELECT pg_current_wal_lsn()"))
+            if self._identity is None:
+                self._identity = tuple(self.primary.rows(_IDENTITY)[0])
+        except DATABASE_ERRORS:
+            return  # the primary's own trouble: the replica's state stays as it was
+        self._seen.append((now, target))
+        while self._seen and now - self._seen[0][0] > 3 * self.max_lag:
+            self._seen.popleft()
+        try:
+            standby, replayed, age, *identity = replica.engine.rows(
+                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
+                "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()), "
+                + _IDENTITY.removeprefix("SELECT "))[0]
+        except DATABASE_ERRORS as exc:
+            self.failed(replica.engine, exc)
+            return
+        problem = ("not a copy of the primary's database (another cluster or database)"
+                   if tuple(identity) != tuple(self._identity) else
+                   None if standby else "not a standby (promoted, or not a replica)")
+        if problem:
+            replica.status, replica.lag, replica.error = "down", None, problem
+            return
+        bounds = [now - t for t, position in self._seen if position <= lsn(replayed)]
+        bounds += [float(age)] if age is not None else []
+        replica.lag = min(bounds) if bounds else None
+        before = replica.status
+        if replica.lag is not None and replica.lag <= self.max_lag:
+            replica.status, replica.error = "ok", None
+        else:
+            replica.status = "lagging"
+            replica.error = (f"{replica.lag:.0f} s behind the primary (limit {self.max_lag:g} s)"
+                             if replica.lag is not None else "has replayed nothing since it started")
+        if before in ("down", "lagging") and replica.status == "ok":
+            log.info("replica %s recovered; reads go to it again", replica.engine.describe())
+        elif replica.status == "lagging" and before != "lagging":
+            log.warning("replica %s %s; reads go to the primary", replica.engine.describe(), replica.error)
