@@ -1,6 +1,7 @@
 """`python -m bench run [--size small|medium|full|many] [--db postgresql|sqlite|mariadb] [--repeat N]
 [--soak SECONDS] [--url URL] [--rebuild]`, `python -m bench parse`, `python -m bench requests
-[--baseline REF]`, `python -m bench sync [--baseline REF]` and `python -m bench odata`: see BENCHMARKS.md."""
+[--baseline REF]`, `python -m bench sync [--baseline REF]`, `python -m bench odata` and
+`python -m bench replicas [--size S] [--repeat N]`: see BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -64,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="edits timed until served, with the sync task every minute under load (0: skip; default 4)")
     _before_after(sub, "odata", "the OData feed's 1000-row page next to the REST page and their floors", "full", 30,
                   "requests per latency (default 30)")
+    p = sub.add_parser("replicas", help="a refresh storm on a private primary alone and with a streaming replica")
+    p.add_argument("--size", choices=sorted(fixture.SIZES), default="small")
+    p.add_argument("--repeat", type=int, default=3, help="storms per variant (default 3)")
+    p.add_argument("--no-include", action="store_true", help="a trial: results to bench/work/ only")
+    p.set_defaults(db="postgresql", url=None)
     args = parser.parse_args(argv)
     if args.command == "parse":
         from bench import parse
@@ -101,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         from bench import odata
 
         record("odata", *odata.main(args.db, size, url, args.repeat, say))
+        return 0
+    if args.command == "replicas":
+        from bench import replicas
+
+        record("replicas", *replicas.main(size, args.repeat, say))
         return 0
     if args.command == "sync":
         from bench import sync

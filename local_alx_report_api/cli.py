@@ -17,7 +17,7 @@ from local_alx_report_api.classes import inline_alerts, installer, jobs, webserv
 from local_alx_report_api.classes.outage import OutageGuard
 from local_alx_report_api.classes.populate import populate
 from local_alx_report_api.db import services
-from moodle_core import engines, generator
+from moodle_core import engines, generator, replicas
 from moodle_core.config import ConfigError, settings_path
 from moodle_core.cron import NEVER
 from moodle_core.moodle import Moodle
@@ -124,7 +124,7 @@ class Context:
     def __init__(self, args, create: bool = False):
         self.settings = plugin_settings.load(settings_path(args.config, os.environ))
         db = self.settings.database
-        self.engine = engines.connect_site(db, create=create)
+        self.engine = replicas.connect_site(db, create=create)
         self.engine.slow_query_ms = self.settings.local_alx_report_api.slow_query_ms
         self.engine.retry_attempts, self.engine.retry_base_delay = db.retry_attempts, db.retry_base_delay
         self._moodle = None

@@ -147,7 +147,7 @@ class Engine:
         self.iomad: str | None = None  # "4", "5", or None: no IOMAD tables (yet)
         self._recorders: list[list[tuple[str, tuple]]] = []  # see recording()
         self.locks_db: peewee.Database | None = None  # connect(lock_url=): where named locks are held
-        self.replicas = None  # connect(replica_urls=): moodle_core.replicas.Replicas (empty: none)
+        self.replicas = None  # moodle_core.replicas.attach: the Replicas that may take its lagging reads
 
     # -- SQL text -------------------------------------------------------------------------
     def quote(self, name: str) -> str:
@@ -777,14 +777,13 @@ def _unquote(default):
     return text
 
 
-def _masked(url: str) -> str:
+def masked(url: str) -> str:
     """A URL as messages show it: its password masked, as the `settings` command shows it (decision 51)."""
     return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/]*@", r"\1********@", url, flags=re.IGNORECASE)
 
 
 def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool = False,
-            iomad_schema: str = "auto", lock_url: str = "", replica_urls: list[str] | tuple = (),
-            replica_max_lag: float = 30.0) -> Engine:
+            iomad_schema: str = "auto", lock_url: str = "") -> Engine:
     """Open the database a URL names, with IOMAD's table names of `iomad_schema` (see
     Engine.name_tables). Raises ConfigError with one clear line on failure.
 
@@ -792,16 +791,12 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
     `url` goes through a pooler that hands a connection to another client after each transaction
     (PgBouncer's transaction pooling): a session's lock must stay on one server session.
 
-    `replica_urls`: PostgreSQL standbys of the same database, for the reads that may go to one
-    (engine.replicas, see moodle_core.replicas). A replica that cannot be reached is not an error
-    (reads go to the primary until it answers); one that is not a copy of this database is.
-
     An SQLite file must already exist unless `create` is set (only the demo-site generator
     creates databases), so a mistyped path never leaves an empty file behind."""
     parts = urlsplit(url)
     kind = SCHEMES.get(parts.scheme.lower())
     if kind is None:
-        raise ConfigError(f"Unsupported database URL '{_masked(url)}': use sqlite:///path, "
+        raise ConfigError(f"Unsupported database URL '{masked(url)}': use sqlite:///path, "
                           "postgresql://user:pass@host:5432/db or mariadb://user:pass@host:3306/db")
     if not re.fullmatch(r"[a-z0-9_]*", prefix):
         raise ConfigError(f"Invalid value for [database] prefix: expected lower-case letters, digits "
@@ -821,7 +816,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
     else:
         name = unquote(parts.path.lstrip("/"))
         if not name:
-            raise ConfigError(f"Invalid database URL '{_masked(url)}': no database name")
+            raise ConfigError(f"Invalid database URL '{masked(url)}': no database name")
         params = {"host": parts.hostname or "localhost", "user": unquote(parts.username or "") or None,
                   "password": unquote(parts.password or "") or None}
         if kind == "postgresql":
@@ -837,16 +832,8 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
         locks = connect(lock_url, prefix, check=False)
         if engine.kind != "postgresql" or locks.kind != "postgresql":
             raise ConfigError("[database] lock_url is for PostgreSQL behind PgBouncer's transaction pooling: "
-                              f"the same PostgreSQL database as url, directly (got '{_masked(lock_url)}')")
+                              f"the same PostgreSQL database as url, directly (got '{masked(lock_url)}')")
         engine.locks_db = locks.db
-    others = [connect(u, prefix, check=False) for u in replica_urls]
-    for other in others:  # an unreachable standby must not hold a request up for long
-        other.db.connect_params.setdefault("connect_timeout", 3)
-    if others and (engine.kind != "postgresql" or any(o.kind != "postgresql" for o in others)):
-        raise ConfigError("[database] replica_urls are PostgreSQL standbys of a PostgreSQL url (got "
-                          f"{', '.join(repr(_masked(u)) for u in replica_urls)} for a {engine.kind} url)")
-    from moodle_core.replicas import Replicas  # it builds on this module
-    engine.replicas = Replicas(engine, others, max_lag=replica_max_lag)
     if check:
         try:
             engine.db.connect(reuse_if_open=True)
@@ -855,19 +842,9 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
             raise ConfigError(f"Cannot connect to the database {engine.describe()}: {first}") from exc
         if lock_url:
             _check_lock_space(engine, lock_url)
-        for state in engine.replicas.check():
-            if state["error"] and state["error"].startswith("not a "):
-                raise ConfigError(f"[database] replica_urls: {state['url']} is {state['error']}")
     if check or iomad_schema != "auto":  # detection needs the connection; a named schema does not
         engine.name_tables(iomad_schema)
     return engine
-
-
-def connect_site(database, **options) -> Engine:
-    """`connect` with the [database] settings section (url, prefix, iomad_schema, lock_url,
-    replica_urls, replica_max_lag)."""
-    return connect(database.url, database.prefix, iomad_schema=database.iomad_schema, lock_url=database.lock_url,
-                   replica_urls=database.replica_urls, replica_max_lag=database.replica_max_lag, **options)
 
 
 def _check_lock_space(engine: Engine, lock_url: str) -> None:
@@ -876,10 +853,10 @@ def _check_lock_space(engine: Engine, lock_url: str) -> None:
     try:
         side = engine._side_connection()
     except Exception as exc:
-        raise ConfigError(f"Cannot connect to [database] lock_url '{_masked(lock_url)}': {first_line(exc)}") from exc
+        raise ConfigError(f"Cannot connect to [database] lock_url '{masked(lock_url)}': {first_line(exc)}") from exc
     try:
         if side.execute_sql("SELECT pg_is_in_recovery()").fetchone()[0]:
-            raise ConfigError(f"[database] lock_url '{_masked(lock_url)}' is a standby: name the primary")
+            raise ConfigError(f"[database] lock_url '{masked(lock_url)}' is a standby: name the primary")
         key = int.from_bytes(secrets.token_bytes(8), "big", signed=True)
         side.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
         try:
@@ -888,7 +865,7 @@ def _check_lock_space(engine: Engine, lock_url: str) -> None:
         finally:  # released, not left to the session's end: through a pooler that session lives on
             side.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
         if not seen:
-            raise ConfigError(f"[database] lock_url '{_masked(lock_url)}' does not reach the database url names "
+            raise ConfigError(f"[database] lock_url '{masked(lock_url)}' does not reach the database url names "
                               "directly (a lock taken through it is not seen through url)")
     finally:
         side.close()

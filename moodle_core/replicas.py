@@ -23,6 +23,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from moodle_core import engines
+from moodle_core.config import ConfigError
 from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
 
 log = logging.getLogger("alx_report_api.db")
@@ -169,3 +171,29 @@ class Replicas:
             log.info("replica %s recovered; reads go to it again", replica.engine.describe())
         elif replica.status == "lagging" and before != "lagging":
             log.warning("replica %s %s; reads go to the primary", replica.engine.describe(), replica.error)
+
+
+def connect_site(database, **options) -> Engine:
+    """The site's database as the [database] settings section names it: the primary
+    (engines.connect with url, prefix, iomad_schema, lock_url) and its replica_urls."""
+    engine = engines.connect(database.url, database.prefix, iomad_schema=database.iomad_schema,
+                             lock_url=database.lock_url, **options)
+    return attach(engine, database.replica_urls, max_lag=database.replica_max_lag, check=options.get("check", True))
+
+
+def attach(engine: Engine, urls: list[str], *, max_lag: float = 30.0, check: bool = True) -> Engine:
+    """Give `engine` (the primary) its replicas, PostgreSQL standbys of the same database. One
+    that cannot be reached is not an error (reads go to the primary until it answers); with
+    `check`, one that answers and is not a copy of this database stops the command in one line."""
+    others = [engines.connect(u, engine.prefix, check=False) for u in urls]
+    if others and (engine.kind != "postgresql" or any(o.kind != "postgresql" for o in others)):
+        raise ConfigError("[database] replica_urls are PostgreSQL standbys of a PostgreSQL url (got "
+                          f"{', '.join(repr(engines.masked(u)) for u in urls)} for a {engine.kind} url)")
+    for other in others:  # an unreachable standby must not hold a request up for long
+        other.db.connect_params.setdefault("connect_timeout", 3)
+    engine.replicas = Replicas(engine, others, max_lag=max_lag)
+    if check:
+        for state in engine.replicas.check():
+            if state["error"] and state["error"].startswith("not a "):
+                raise ConfigError(f"[database] replica_urls: {state['url']} is {state['error']}")
+    return engine

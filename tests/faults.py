@@ -62,7 +62,7 @@ class PostgresServer:
     `standby_of`: a streaming replica of that cluster instead (pg_basebackup -R), whose replay
     the test can pause and resume."""
 
-    def __init__(self, standby_of: PostgresServer | None = None):
+    def __init__(self, standby_of: PostgresServer | None = None, database: str = "alx"):
         import glob
         import shutil
         import subprocess
@@ -78,7 +78,8 @@ class PostgresServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self._run = subprocess.run
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/alx"
+        self.database = database
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
         if standby_of is not None:
             self._as_postgres(f"{self.bin}/pg_basebackup", "-h", "127.0.0.1", "-p", str(standby_of.port), "-U",
                               "postgres", "-D", f"{self.dir}/data", "-R", "-X", "stream", "-c", "fast", "--no-sync")
@@ -87,12 +88,12 @@ class PostgresServer:
         self._as_postgres(f"{self.bin}/initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres",
                           "--no-sync", "-E", "UTF8", "--locale=C")
         self.start()
-        self.psql("CREATE DATABASE alx", database="postgres")
+        self.psql(f"CREATE DATABASE {database}", database="postgres")
 
-    def psql(self, sql: str, database: str = "alx") -> str:
+    def psql(self, sql: str, database: str | None = None) -> str:
         """One statement's output (unaligned, tuples only)."""
         done = self._run(["runuser", "-u", "postgres", "--", f"{self.bin}/psql", "-h", "127.0.0.1", "-p",
-                          str(self.port), "-U", "postgres", "-d", database, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                          str(self.port), "-U", "postgres", "-d", database or self.database, "-qAtX", "-v", "ON_ERROR_STOP=1", "-c", sql],
                          check=True, capture_output=True, text=True, cwd=self.dir)
         return done.stdout.strip()
 

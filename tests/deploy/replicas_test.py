@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from local_alx_report_api.classes import alert_checks, health, populate
-from moodle_core import engines
+from moodle_core import engines, replicas
 from moodle_core.config import ConfigError
 from moodle_core.moodle import Moodle
 from tests.conftest import unavailable
@@ -51,7 +51,7 @@ def servers():
 @pytest.fixture(scope="module")
 def site(servers):
     primary, standby = servers
-    db = engines.connect(primary.url, "mdl_", replica_urls=[standby.url], replica_max_lag=5)
+    db = replicas.attach(engines.connect(primary.url, "mdl_"), [standby.url], max_lag=5)
     db.replicas.check_every = 0  # checked before every read: the test moves the standby at will
     db.replicas.task_wait = 0.3
     site = Site(db, companies=2, users=30)
@@ -311,15 +311,15 @@ def test_a_replica_down_or_lagging_is_left_reported_and_taken_back(servers, site
 def test_a_url_that_is_not_a_standby_of_the_site_is_refused(servers, tmp_path):
     primary, _ = servers
     with pytest.raises(ConfigError, match="is not a standby"):
-        engines.connect(primary.url, "mdl_", replica_urls=[primary.url])
+        replicas.attach(engines.connect(primary.url, "mdl_"), [primary.url])
     primary.psql("CREATE DATABASE other", database="postgres")
     other = primary.url.rsplit("/", 1)[0] + "/other"
     with pytest.raises(ConfigError, match="not a copy of the primary's database"):
-        engines.connect(primary.url, "mdl_", replica_urls=[other])
+        replicas.attach(engines.connect(primary.url, "mdl_"), [other])
     done = subprocess.run([sys.executable, "-m", "local_alx_report_api.cli", "task", "list"], capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "ALX_DATABASE_URL": primary.url,
                                "ALX_DATABASE_REPLICA_URLS": f"{other}"}, cwd=tmp_path)
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0 and "replica_urls" in done.stderr, done.stderr
     with pytest.raises(ConfigError, match="PostgreSQL standbys"):
-        engines.connect("sqlite:///:memory:", "mdl_", replica_urls=[primary.url])
+        replicas.attach(engines.connect("sqlite:///:memory:", "mdl_"), [primary.url])
