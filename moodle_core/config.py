@@ -72,8 +72,8 @@ class Setting:
             return "********"
         if isinstance(value, bool):
             return "true" if value else "false"
-        shown = ", ".join(value) if isinstance(value, list) else str(value)
-        return _URL_PASSWORD.sub(r"\1********@", shown)
+        items = value if isinstance(value, list) else [str(value)]  # a list of URLs: each one's password
+        return ", ".join(_URL_PASSWORD.sub(r"\1********@", item) for item in items)
 
     def parse(self, raw: str) -> Any:
         """Convert a raw text value, raising ValueError when it does not fit."""

@@ -13,11 +13,14 @@ recover by themselves. A URL that is not a standby of the site is refused in one
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
+from urllib.parse import urlencode
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,8 +33,9 @@ from moodle_core.moodle import Moodle
 from tests.conftest import unavailable
 from tests.faults import PostgresServer
 from tests.local_alx_report_api.classes.replica_test import CHANGES, KEYS, Site, merge, truth
+from tests.servers import gunicorn, service_env
 from tests.tasks import task_env
-from tests.webapp import make_app, progress
+from tests.webapp import FUNCTION, make_app, progress
 
 MOODLE_TABLES = re.compile(r'"mdl_(user|course|course_modules|course_modules_completion|course_completions|'
                            r'user_enrolments|enrol|role_assignments|context|company_users|company_course)"')
@@ -323,3 +327,41 @@ def test_a_url_that_is_not_a_standby_of_the_site_is_refused(servers, tmp_path):
     assert done.stderr.strip().count("\n") == 0 and "replica_urls" in done.stderr, done.stderr
     with pytest.raises(ConfigError, match="PostgreSQL standbys"):
         replicas.attach(engines.connect("sqlite:///:memory:", "mdl_"), [primary.url])
+
+
+def test_serve_and_the_sync_task_through_the_command_line_use_the_replica(servers, site, tmp_path):
+    """`serve` (gunicorn, 2 workers) and `task run` with replica_urls from the environment: pages read
+    on the standby, the sync task's changes right."""
+    primary, standby = servers
+    db = site.db
+    standby.caught_up_with(primary)
+    env = {"ALX_DATABASE_REPLICA_URLS": standby.url, "ALX_LOCAL_ALX_REPORT_API_RATE_LIMIT": "0"}
+    site.tick(60)
+    course = db.scalar("SELECT MIN(courseid) FROM {t:local_alx_api_reporting} WHERE is_deleted = 0")
+    site.change("rename_course", 0, site.courses.index(course))
+    done = subprocess.run([sys.executable, "-m", "local_alx_report_api.cli", "task", "run", "sync_reporting_data_task"],
+                          env={**os.environ, **service_env(db, tmp_path), **env}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = {n for (n,) in db.rows("SELECT DISTINCT coursename FROM {t:local_alx_api_reporting} WHERE courseid = ? "
+                                    "AND is_deleted = 0",
+                                    (course,))}
+    assert names == {f"C{site.now}"}, names  # the task ran on the real clock: the renamed course's rows
+    company = db.scalar("SELECT companyid FROM {t:local_alx_api_reporting} WHERE is_deleted = 0 GROUP BY companyid "
+                        "ORDER BY COUNT(*) DESC, companyid LIMIT 1")
+    token = site.new_token(company)
+    standby.caught_up_with(primary)
+    before = last_log(db)
+    with gunicorn(db, tmp_path, workers=2, **env) as base:
+        for offset in (0, 0, 0, 0):
+            body = urlencode({"wstoken": token, "wsfunction": FUNCTION, "moodlewsrestformat": "json", "limit": 3,
+                              "offset": offset, "mode": "full"}).encode()
+            rows = json.loads(urllib.request.urlopen(base + "webservice/rest/server.php", body, timeout=30).read())
+            assert isinstance(rows, list) and len(rows) == 3, rows
+            db.execute("DELETE FROM {t:local_alx_api_cache}")  # each page read from the table again
+            standby.caught_up_with(primary)
+        request = urllib.request.Request(base + "local/alx_report_api/odata/CourseProgress?$top=4&$count=true",
+                                         headers={"Authorization": f"Bearer {token}"})
+        document = json.loads(urllib.request.urlopen(request, timeout=30).read())
+        assert len(document["value"]) == 4 and document["@odata.count"] == len(primary_rows_active(db, company))
+    assert served_from(db, before) == (5, 0)

@@ -80,6 +80,15 @@ def test_secrets_are_masked_when_described(tmp_path):
     assert shown[("mail", "smtp_host")] == "localhost"
 
 
+def test_every_url_of_a_list_is_shown_without_its_password(tmp_path):
+    s = load(tmp_path, "", {"ALX_DATABASE_URL": "postgresql://alx:pw0@db/moodle",
+                            "ALX_DATABASE_REPLICA_URLS": "postgresql://alx:pw1@r1/moodle, postgresql://alx:pw2@r2/moodle"})
+    shown = {(sec, name): value for sec, name, value, _ in s.describe()}
+    assert shown[("database", "url")] == "postgresql://alx:********@db/moodle"
+    assert shown[("database", "replica_urls")] == ("postgresql://alx:********@r1/moodle, "
+                                                   "postgresql://alx:********@r2/moodle")
+
+
 def test_sms_needs_a_gateway_when_enabled(tmp_path):
     with pytest.raises(ConfigError, match=r"\[sms\] gateway_url"):
         load(tmp_path, "[sms]\nenabled = true\n")
