@@ -143,19 +143,15 @@ class Storm(site.FixtureBench):
         finally:
             server.stop()
         engine = self.engine()
-        reads = {"primary": 0, "replica": 0, "cache": 0}
+        reads = {"table_primary": 0, "table_replica": 0, "cache_primary": 0, "cache_replica": 0}
         for source, extra in engine.rows("SELECT data_source, additional_data FROM {t:local_alx_api_logs} "
                                          "WHERE endpoint = ?", (load.FUNCTION,)):
-            if source == "cache":
-                reads["cache"] += 1
-            elif extra and json.loads(extra).get("replica"):
-                reads["replica"] += 1
-            else:
-                reads["primary"] += 1
+            on = "replica" if extra and json.loads(extra).get("replica") else "primary"
+            reads[f"{'cache' if source == 'cache' else 'table'}_{on}"] += 1
         engine.db.close()
-        table_reads = reads["primary"] + reads["replica"]
         out["page_reads"] = reads
-        out["primary_share_of_table_reads"] = round(100 * reads["primary"] / table_reads, 1) if table_reads else None
+        out["primary_share_of_page_reads"] = round(
+            100 * (reads["table_primary"] + reads["cache_primary"]) / max(sum(reads.values()), 1), 1)
         self.say(f"{name}: {out['pages_per_second']} pages/s, primary CPU {out['cpu_seconds']['primary']} s, "
                  f"page reads {reads}")
         return out
@@ -186,14 +182,15 @@ def markdown(r: dict) -> str:
              f"server and the clients. CPU: the clusters' processes; reads: the request log. The run of the median "
              f"primary CPU of {r['repeat']} (variants interleaved); pages/s of every run in the JSON.", "",
              "| variant | pages/s | primary CPU s | replica CPU s | primary rows returned + fetched | "
-             "table pages on primary | on replica | from cache | primary's share of table pages |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "pages read from the table on the primary / on the replica | from the cache on the primary / on the "
+             "replica | primary's share of page reads |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, v in r["variants"].items():
-        p = v["pg_stat_database"]["primary"]
+        p, reads = v["pg_stat_database"]["primary"], v["page_reads"]
         lines.append(f"| {name} | {v['pages_per_second']} | {v['cpu_seconds']['primary']} | "
                      f"{v['cpu_seconds']['replica']} | {p['tup_returned'] + p['tup_fetched']:,} | "
-                     f"{v['page_reads']['primary']} | {v['page_reads']['replica']} | {v['page_reads']['cache']} | "
-                     f"{v['primary_share_of_table_reads']}% |")
+                     f"{reads['table_primary']} / {reads['table_replica']} | {reads['cache_primary']} / "
+                     f"{reads['cache_replica']} | {v['primary_share_of_page_reads']}% |")
     return "\n".join(lines) + "\n"
 
 

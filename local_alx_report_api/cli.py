@@ -244,7 +244,7 @@ def cmd_serve(args) -> int:
     ctx = Context(args)
     ctx.moodle.require_tables()
     ctx.require_plugin()
-    ctx.engine.db.close()
+    ctx.engine.close()
     settings = ctx.settings
 
     # Request metrics of all workers of this host are aggregated through files (monitoring.md 4)

@@ -300,6 +300,12 @@ class Engine:
         with self.write_transaction():
             yield
 
+    def close(self) -> None:
+        """Close this thread's connection, and its replicas' (before a fork: each process opens its own)."""
+        self.db.close()
+        if self.replicas:
+            self.replicas.close()
+
     def alive(self) -> bool:
         """Whether the open connection still answers (one cheap round trip)."""
         try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -65,8 +66,9 @@ class Replicas:
         self.all = [Replica(e) for e in engines]
         self.max_lag, self.check_every = max_lag, check_every
         self._turn = itertools.count()
-        for replica in self.all:
-            replica.engine.retry_attempts = 1  # a failed read goes to the primary instead
+        self._checking = threading.Lock()  # one thread of a process checks at a time (gthread workers)
+        for replica in self.all:  # a dropped connection is opened again once; then the primary reads
+            replica.engine.retry_attempts, replica.engine.retry_base_delay = 2, 0.05
 
     def __bool__(self) -> bool:
         return bool(self.all)
@@ -77,9 +79,13 @@ class Replicas:
         if not self.all:
             return []
         now = time.monotonic()
-        for replica in self.all:
-            if now - replica.checked >= self.check_every:
-                self._check(replica)
+        due = [r for r in self.all if now - r.checked >= self.check_every]
+        if due and self._checking.acquire(blocking=False):  # another thread checking: its last states serve
+            try:
+                for replica in due:
+                    self._check(replica)
+            finally:
+                self._checking.release()
         fit = [r.engine for r in self.all if r.status == "ok"]
         for engine in fit:  # the site's table names, as the primary has them now
             engine.aliases, engine.iomad = self.primary.aliases, self.primary.iomad
@@ -99,10 +105,16 @@ class Replicas:
                 except Exception:  # noqa: BLE001 - the connection is gone either way
                     engine.db._state.reset()
 
+    def close(self) -> None:
+        """Close this thread's replica connections (before a fork, as the primary's)."""
+        for replica in self.all:
+            replica.engine.db.close()
+
     def check(self) -> list[dict]:
         """Check every replica now (health check, alerts); their states as dicts."""
-        for replica in self.all:
-            self._check(replica)
+        with self._checking:
+            for replica in self.all:
+                self._check(replica)
         return [r.describe() for r in self.all]
 
     def caught_up(self, wait: float = 0.0) -> Engine:
@@ -112,7 +124,7 @@ class Replicas:
         if not fit:
             return self.primary
         try:
-            target = lsn(self.primary.scalar("SELECT pg_current_wal_lsn()"))
+            target = self._position()
         except DATABASE_ERRORS:
             return self.primary  # its own error is met where the read is made
         deadline = time.monotonic() + wait
@@ -128,6 +140,12 @@ class Replicas:
                 return self.primary
             time.sleep(0.01)
 
+    def _position(self) -> int:
+        """The primary's WAL insert position: past every record it has made, committed or
+        visible, flushed or not (in a savepoint: a failure leaves the caller's transaction whole)."""
+        with self.primary.db.atomic():
+            return lsn(self.primary.scalar("SELECT pg_current_wal_insert_lsn()"))
+
     def _check(self, replica: Replica) -> None:
         """The primary's WAL position first, then the replica's: caught up (lag 0) when it has
         replayed that far. Otherwise its lag is at most the time since the primary stood where the
@@ -135,11 +153,18 @@ class Replicas:
         transaction it replayed; the smaller of the two is taken."""
         now = replica.checked = time.monotonic()
         try:
-            target = lsn(self.primary.scalar("SELECT pg_current_wal_lsn()"))
-            if self._identity is None:
-                self._identity = tuple(self.primary.rows(_IDENTITY)[0])
+            target = self._position()
         except DATABASE_ERRORS:
             return  # the primary's own trouble: the replica's state stays as it was
+        if self._identity is None:
+            try:
+                with self.primary.db.atomic():  # a savepoint inside the caller's transaction
+                    self._identity = tuple(self.primary.rows(_IDENTITY)[0])
+            except DATABASE_ERRORS as exc:
+                replica.status, replica.lag = "down", None
+                replica.error = (f"cannot tell whether it is a copy of the primary: {first_line(exc)} (grant "
+                                 "EXECUTE ON FUNCTION pg_control_system() to the service's user)")
+                return
         self._seen.append((now, target))
         while self._seen and now - self._seen[0][0] > 3 * self.max_lag:
             self._seen.popleft()
@@ -189,8 +214,9 @@ def attach(engine: Engine, urls: list[str], *, max_lag: float = 30.0, check: boo
     if others and (engine.kind != "postgresql" or any(o.kind != "postgresql" for o in others)):
         raise ConfigError("[database] replica_urls are PostgreSQL standbys of a PostgreSQL url (got "
                           f"{', '.join(repr(engines.masked(u)) for u in urls)} for a {engine.kind} url)")
-    for other in others:  # an unreachable standby must not hold a request up for long
-        other.db.connect_params.setdefault("connect_timeout", 3)
+    for other in others:  # an unreachable or vanished standby must not hold a request up for long
+        other.db.connect_params.update(connect_timeout=3, keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                                       keepalives_count=3, tcp_user_timeout=10000)
     engine.replicas = Replicas(engine, others, max_lag=max_lag)
     if check:
         for state in engine.replicas.check():

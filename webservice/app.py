@@ -108,7 +108,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, clock: Calla
                 ConfigCache(engine, settings.local_alx_report_api.config_cache_seconds))
     if clock is not None:
         site.clock = clock
-    engine.db.close()  # each worker (after the fork) opens its own at its first request
+    engine.close()  # each worker (after the fork) opens its own at its first request
     app = falcon.App(middleware=[Connections(engine)])
     app.req_options.strip_url_path_trailing_slash = False
     # Falcon stops at 64 parts of 1 MiB: the endpoint's own limits decide instead (decision 92)

@@ -63,13 +63,19 @@ def encode(page: Page, fmt: str) -> str:
     return f'{{"last":{last},"count":{page.encoded.count},"{"rows" if fmt == "json" else "xml"}":{body}}}'
 
 
-def read(engine: Engine, companyid: int, cache_key: str, now: int) -> tuple[Page | None, bool]:
+def read(engine: Engine, companyid: int, cache_key: str, now: int, source: Engine | None = None
+         ) -> tuple[Page | None, bool]:
     """(page, corrupt). An expired or corrupt entry reads as a miss (a corrupt one is deleted, an
     expired one replaced by the miss's write, or removed by the cleanup task). A hit counts
     itself (`hit_count`, `last_accessed`) in the same statement where the database can say
-    what it updated (UPDATE … RETURNING); elsewhere in a second one, best effort."""
+    what it updated (UPDATE … RETURNING); elsewhere in a second one, best effort.
+
+    `source`: a replica to read the entry on (an entry's bytes never change under its key, whose
+    version says what they hold: any copy is exact); the hit is counted on `engine`, and an entry
+    the replica does not have yet is a miss."""
     where = "WHERE cache_key = ? AND companyid = ?"
-    if engine.update_returning:
+    counted = engine.update_returning and source is None
+    if counted:
         row = engine.execute("UPDATE {t:local_alx_api_cache} SET hit_count = hit_count + 1, last_accessed = ? "
                              f"{where} AND expires_at >= ? RETURNING id, cache_data", (now, cache_key, companyid,
                                                                                         now)).fetchone()
@@ -77,8 +83,8 @@ def read(engine: Engine, companyid: int, cache_key: str, now: int) -> tuple[Page
             return None, False
         rid, data = row
     else:
-        row = engine.execute(f"SELECT id, cache_data, expires_at FROM {{t:local_alx_api_cache}} {where}",
-                             (cache_key, companyid)).fetchone()
+        row = (source or engine).execute(f"SELECT id, cache_data, expires_at FROM {{t:local_alx_api_cache}} {where}",
+                                         (cache_key, companyid)).fetchone()
         if row is None:
             return None, False
         rid, data, expires = row
@@ -90,7 +96,7 @@ def read(engine: Engine, companyid: int, cache_key: str, now: int) -> tuple[Page
         log.warning("corrupt cache entry %s of company %s removed", cache_key, companyid)
         engine.execute("DELETE FROM {t:local_alx_api_cache} WHERE id = ?", (rid,))
         return None, True
-    if not engine.update_returning:
+    if not counted:
         try:  # best effort: a failure here never fails the request
             with engine.db.atomic():
                 engine.execute("UPDATE {t:local_alx_api_cache} SET hit_count = hit_count + 1, last_accessed = ? "

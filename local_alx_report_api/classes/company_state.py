@@ -145,8 +145,12 @@ def failed(engine: Engine, companyid: int, now: int, error: str) -> int:
 
 
 def forget(engine: Engine, companyid: int) -> int:
-    """Delete the company's row (clearing its data: the next sync starts again as a first run)."""
-    return engine.execute(f"DELETE FROM {_ROW} WHERE companyid = ? AND token_hash = ?",
+    """Reset the company's row to a new row's state (clearing its data: the next sync starts again
+    as a first run), keeping its counter: the counter never goes back, or a replica's older copy
+    of the company could pass for current (decision 135)."""
+    return engine.execute(f"UPDATE {_ROW} SET last_sync_timestamp = 0, last_sync_records = 0, "
+                          "last_sync_status = 'success', last_sync_error = NULL, total_syncs = 0, "
+                          "consecutive_failures = 0, state_data = NULL WHERE companyid = ? AND token_hash = ?",
                           (companyid, _hash(companyid))).rowcount
 
 

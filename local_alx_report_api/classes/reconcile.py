@@ -76,8 +76,9 @@ def reconcile_company(env, company, out_of_time, *, batch_size: int | None = Non
             processed[0] += batch.counts.checked
             on_batch(batch.counts, processed[0], total)
 
-    _, after = full_sync(env.engine, scope, now, batch_size or env.plugin.sync_batch_size, after=after,
-                         on_batch=remember, should_stop=out_of_time, live=live)
+    with replica_reads.reading(env.engine, live):
+        _, after = full_sync(env.engine, scope, now, batch_size or env.plugin.sync_batch_size, after=after,
+                             on_batch=remember, should_stop=out_of_time, live=live)
     state = company_state.load(env.engine, company.id, now)
     if after != INF:
         state["reconcile_after"] = {"after": list(after), "counts": counts, "started": started}

@@ -6,6 +6,7 @@ the primary."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -15,20 +16,49 @@ from moodle_core.engines import DATABASE_ERRORS, Engine
 T = TypeVar("T")
 
 
-def company_rows(engine: Engine, companyid: int, version: int, read: Callable[[Engine], T]) -> tuple[T, bool]:
-    """(`read(server)`, whether a replica served it). A replica serves when its copy of the
-    company's change counter is at `version` or later: every write of the company's rows moves
-    the counter in the same transaction, so it then holds what the primary held at `version` or
-    newer, which is what a read on the primary gives (a page is never older than its cache key
-    says, nor than the pull's `until`). A replica that fails is left for the primary."""
+def on_replica(engine: Engine, read: Callable[[Engine], T], fits: Callable[[Engine], bool] = lambda _: True
+               ) -> tuple[T, bool]:
+    """(`read(server)`, whether a replica served it): on the first usable replica that `fits`,
+    else on the primary. A replica whose read fails is left for the primary."""
     replicas = engine.replicas
     for replica in replicas.usable() if replicas else ():
         try:
-            if company_state.current(replica, companyid) >= version:
+            if fits(replica):
                 return read(replica), True
         except DATABASE_ERRORS as exc:
             replicas.failed(replica, exc)
     return read(engine), False
+
+
+def company_rows(engine: Engine, companyid: int, version: int, read: Callable[[Engine], T]) -> tuple[T, bool]:
+    """`on_replica` for a company's report rows: a replica serves when its copy of the company's
+    change counter is at `version` or later. Every write of the company's rows moves the counter
+    in the same transaction, and the counter never goes back, so the replica then holds what the
+    primary held at `version` or newer: what a read on the primary gives (a page is never older
+    than its cache key says, nor than the pull's `until`)."""
+    return on_replica(engine, read, lambda replica: company_state.current(replica, companyid) >= version)
+
+
+@contextlib.contextmanager
+def reading(engine: Engine, live: Engine):
+    """A unit of work that reads Moodle's tables on `live`: when a database error ends it and
+    `live` is a replica that no longer answers, the replica is left (marked down) so that the
+    next unit reads elsewhere; the error goes on to the caller (the company's run fails, and is
+    retried at the next run)."""
+    try:
+        yield
+    except DATABASE_ERRORS as exc:
+        if live is not engine and engine.replicas and not live.alive():
+            engine.replicas.failed(live, exc)
+        raise
+
+
+def still_live(engine: Engine, chosen: Engine) -> Engine:
+    """`chosen` while it is the primary or a replica still fit, else a new choice (`live` with
+    task=True: never older than the primary now, so never older than what `chosen` gave)."""
+    if chosen is engine or chosen in (engine.replicas.usable() if engine.replicas else ()):
+        return chosen
+    return live(engine, task=True)
 
 
 def live(engine: Engine, *, task: bool = False) -> Engine:

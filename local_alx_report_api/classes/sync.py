@@ -44,9 +44,15 @@ class Plan:
 def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, report_roles: list[str],
          every: bool) -> list[Plan]:
     """Detection for these companies (`every`: they are every company of the site)."""
+    live = replica_reads.live(engine, task=True)  # never older than the primary now: no run undoes an earlier one
+    with replica_reads.reading(engine, live):
+        return _plan(engine, live, companies, now=now, lookback=lookback, report_roles=report_roles, every=every)
+
+
+def _plan(engine: Engine, live: Engine, companies: list[Company], *, now: int, lookback: int,
+          report_roles: list[str], every: bool) -> list[Plan]:
     ids = [c.id for c in companies]
     rows = company_state.raw_states(engine, None if every else ids)
-    live = replica_reads.live(engine, task=True)  # never older than the primary now: no run undoes an earlier one
     scopes = Scope.load_all(live, ids, report_roles)
     site = Site.read(live)  # before any pair is read: a change after it is seen by the next run
     plans, bounds, prints = [], {}, {}
@@ -248,15 +254,18 @@ def sync_company(env, company: Company, *, out_of_time: Callable[[], bool], lock
         if p is None or company_state.raw_states(env.engine, [company.id]).get(company.id) != p.row:
             p = plan(env.engine, [company], now=now, lookback=plugin.sync_lookback_seconds,
                      report_roles=plugin.report_roles, every=False)[0]
-        run = run_company(env.engine, p, now=now, batch_size=batch_size or plugin.sync_batch_size,
-                          out_of_time=out_of_time, on_batch=on_batch)
+        p.live = replica_reads.still_live(env.engine, p.live or env.engine)
+        with replica_reads.reading(env.engine, p.live):
+            run = run_company(env.engine, p, now=now, batch_size=batch_size or plugin.sync_batch_size,
+                              out_of_time=out_of_time, on_batch=on_batch)
         return run["stopped"] == "complete", run
 
     outcome = company_runner.run(env.engine, company, work, what="sync", lock_wait=lock_wait, locks=locks)
     _report(env, outcome)
     if locks is None and outcome.status != "busy":  # a job: settled now (a run settles its companies at its end)
         with env.engine.lock_set() as own:
-            settle_prints(env.engine, {company.id: Scope.load(env.engine, company.id, plugin.report_roles)}, own)
+            scope = Scope.load(replica_reads.live(env.engine, task=True), company.id, plugin.report_roles)
+            settle_prints(env.engine, {company.id: scope}, own)
     return outcome
 
 

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from local_alx_report_api.classes import alert_checks, health, populate
+from local_alx_report_api.classes import alert_checks, company_settings, company_state, health, populate
 from moodle_core import engines, replicas
 from moodle_core.config import ConfigError
 from moodle_core.moodle import Moodle
@@ -365,3 +365,33 @@ def test_serve_and_the_sync_task_through_the_command_line_use_the_replica(server
         document = json.loads(urllib.request.urlopen(request, timeout=30).read())
         assert len(document["value"]) == 4 and document["@odata.count"] == len(primary_rows_active(db, company))
     assert served_from(db, before) == (5, 0)
+
+
+def test_a_cleared_and_refilled_company_is_never_served_from_the_replicas_older_copy(servers, site):
+    """The control center's Clear data, then a populate, while the standby has not replayed either:
+    the company's counter never goes back, so the standby's copy (rows from before the clear) cannot
+    pass for current, and the pages are the primary's."""
+    primary, standby = servers
+    db = site.db
+    standby.caught_up_with(primary)
+    company = db.scalar("SELECT companyid FROM {t:local_alx_api_reporting} WHERE is_deleted = 0 GROUP BY companyid "
+                        "ORDER BY COUNT(*) DESC, companyid LIMIT 1")
+    member = db.scalar("SELECT MIN(userid) FROM {t:local_alx_api_reporting} WHERE companyid = ? AND is_deleted = 0",
+                       (company,))
+    seq = company_state.current(db, company)
+    standby.pause_replay()
+    try:
+        site.tick(60)
+        site.change("rename_user", site.users.index(member), 0)  # the refilled rows differ from the standby's
+        company_settings.clear_company_data(db, company)
+        assert company_state.current(db, company) == seq
+        populate.populate(db, [c for c in Moodle(db).companies() if c.id == company], batch_size=100,
+                          report_roles=["student"], now=lambda: site.now, lock_wait=0)
+        before = last_log(db)
+        page = json.loads(progress(site.app, site.new_token(company), limit=1000, offset=0).body)
+        assert served_from(db, before) == (0, 1)
+        served = {(r["userid"], r["courseid"]): tuple(r[k] for k in KEYS) for r in page}
+        assert served == primary_rows_active(db, company) == truth(site, company)
+        assert all(row[1] == f"L{site.now}" for key, row in served.items() if key[0] == member)
+    finally:
+        standby.resume_replay()

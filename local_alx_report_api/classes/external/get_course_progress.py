@@ -105,11 +105,14 @@ def execute(call, limit: int = 100, offset: int = 0, mode: str = "auto") -> list
         position = f"a{after[0]}-{after[1]}" if after is not None else f"o{at_offset}"
         since = definition.since if definition.mode == "incremental" or definition.deletions else 0
         key = cache.key(companyid, definition.mode, since, position, limit, sig, dataversion)
-        hit, corrupt = cache.read(engine, companyid, key, call.now)
+        (hit, corrupt), on_replica = replica_reads.on_replica(  # an entry's bytes are the same on any copy
+            engine, lambda server: cache.read(engine, companyid, key, call.now, None if server is engine else server))
         if corrupt:
             call.log.extra["cache_corrupt"] = True
         if hit is not None:
             status["cache"] = "hit"
+            if on_replica:
+                call.log.extra["replica"] = True
             return pulls.Slice(hit.encoded, hit.last, hit.encoded.count)
         status["cache"] = "miss"
         served = from_table(definition, after, at_offset, dataversion)

@@ -194,7 +194,8 @@ class Feed:
         QUERY_COMPANY.set(call.company.id)
         scope = Scope.load(engine, call.company.id, plugin.report_roles, settings.switched_off)
         read = paging.Read(call.company.id, scope.courses)
-        if settings.table is not None and not settings.table[1] and live_rows(engine, scope, call.now, limit=1):
+        if (settings.table is not None and not settings.table[1]
+                and live_rows(replica_reads.live(engine), scope, call.now, limit=1)):
             raise ODataError(503, "notready", "The company's report table has not been filled yet; it is filled "
                                               "by the sync task (or `alx-report-api populate`)")
         if position is not None and position.free:
