@@ -441,10 +441,15 @@ def test_clear_company_data_after_typing_the_shortname(app, db):
     assert snapshot(db) == before
     form = wrong.forms["clear-data"]
     form["shortname"] = " acme "
+    counter = db.scalar("SELECT change_seq FROM {t:local_alx_api_sync_status} WHERE companyid = 5 AND kind = 'cron'")
+    assert counter > 0
     assert notice(app, form.submit()) == \
         "Company data cleared: 6 reporting rows, 2 sync states and 1 cache entries deleted."
     assert count(db, "local_alx_api_reporting") == 0 and count(db, "local_alx_api_cache") == 0
-    assert count(db, "local_alx_api_sync_status") == 0
+    assert count(db, "local_alx_api_sync_status", "companyid = 5 AND kind <> 'cron'") == 0
+    # the cron row is a new row's again, but for its change counter, which never goes back (decision 136)
+    assert db.rows("SELECT state_data, total_syncs, last_sync_timestamp, change_seq FROM {t:local_alx_api_sync_status} "
+                   "WHERE companyid = 5 AND kind = 'cron'") == [(None, 0, 0, counter)]
     assert count(db, "local_alx_api_sync_status", "companyid = 6 AND kind = 'cron'") == 1
     assert app.get(PREFIX + "/companies/5").html.select_one("#data-status").text.startswith("Not populated")
     assert keys(pull(app)) == ALL_ROWS  # live data, a first pull
