@@ -94,11 +94,8 @@ def test_pulls_through_a_lagging_replica_lose_nothing_and_serve_nothing_stale(se
 
     def pages(token, sizes, between=lambda: None):
         """site.pages, with each page held against the primary's rows at that moment."""
-        def checked_between():
-            between()
-
         rows = []
-        for page in _pages(site, token, sizes, checked_between):
+        for page in site.each_page(token, sizes, between):
             now = primary_rows(db, 1)
             for row in page:
                 assert now[(row["userid"], row["courseid"])] == tuple(row[k] for k in KEYS), "stale row served"
@@ -195,10 +192,7 @@ def test_a_page_the_replica_has_not_caught_up_with_comes_from_the_primary(server
         page = json.loads(progress(site.app, token, limit=2, offset=offset).body)
         merge(client, page)
     site.sync()
-    rest: list = []
-    for page in _pages(site, token, [100], lambda: None):
-        rest += page
-    merge(client, rest)
+    merge(client, site.pages(token, [100]))
     assert client == truth(site)
 
 
@@ -206,21 +200,6 @@ def _first_page(site, token):
     page = json.loads(progress(site.app, token, limit=2, offset=0).body)
     assert len(page) == 2
     return page
-
-
-def _pages(site, token, sizes, between):
-    """The pages of one pull, as lists (site.pages without the merge)."""
-    import itertools
-
-    offset = 0
-    for size in itertools.chain(sizes, itertools.repeat(7)):
-        page = json.loads(progress(site.app, token, limit=size, offset=offset).body)
-        assert isinstance(page, list), page
-        yield page
-        offset += len(page)
-        if len(page) < size:
-            return
-        between()
 
 
 def test_sync_and_populate_read_moodle_on_the_replica(servers, site):

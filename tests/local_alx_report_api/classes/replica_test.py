@@ -93,15 +93,20 @@ class Site:
                        "AND managertype = 0", (user,))
 
     def pages(self, token: str, sizes, between=lambda: None):
-        """One pull: pages from offset 0 until a short page; `between` runs after every page."""
-        offset, rows = 0, []
+        """One pull: the rows of its pages from offset 0 until a short page; `between` runs after
+        every full page."""
+        return [row for page in self.each_page(token, sizes, between) for row in page]
+
+    def each_page(self, token: str, sizes, between=lambda: None):
+        """`pages`, a page at a time."""
+        offset = 0
         for size in itertools.chain(sizes, itertools.repeat(7)):
             page = json.loads(progress(self.app, token, limit=size, offset=offset).body)
             assert isinstance(page, list), page
-            rows += page
+            yield page
             offset += len(page)
             if len(page) < size:
-                return rows
+                return
             between()
 
 
