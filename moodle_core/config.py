@@ -17,7 +17,12 @@ from types import SimpleNamespace
 from typing import Any
 
 # `scheme://user:password@`: the password part (a database or gateway URL may carry one)
-_URL_PASSWORD = re.compile(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/]*@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@", re.IGNORECASE)
+
+
+def mask_urls(text: str) -> str:
+    """Every URL's password in a text masked (decision 51): `scheme://user:********@host/…`."""
+    return _URL_PASSWORD.sub(r"\1********@", text)
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
           "0": False, "false": False, "no": False, "off": False}
 
@@ -73,7 +78,7 @@ class Setting:
         if isinstance(value, bool):
             return "true" if value else "false"
         items = value if isinstance(value, list) else [str(value)]  # a list of URLs: each one's password
-        return ", ".join(_URL_PASSWORD.sub(r"\1********@", item) for item in items)
+        return ", ".join(mask_urls(item) for item in items)
 
     def parse(self, raw: str) -> Any:
         """Convert a raw text value, raising ValueError when it does not fit."""

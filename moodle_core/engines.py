@@ -17,12 +17,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
 import psycopg2.extras
 
-from moodle_core.config import ConfigError
+from moodle_core.config import ConfigError, mask_urls
 from moodle_core.moodle_schema import IOMAD5_NAMES
 
 log = logging.getLogger("alx_report_api.db")
@@ -785,7 +785,7 @@ def _unquote(default):
 
 def masked(url: str) -> str:
     """A URL as messages show it: its password masked, as the `settings` command shows it (decision 51)."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*:)[^/]*@", r"\1********@", url, flags=re.IGNORECASE)
+    return mask_urls(url)
 
 
 def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool = False,
@@ -825,11 +825,15 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
             raise ConfigError(f"Invalid database URL '{masked(url)}': no database name")
         params = {"host": parts.hostname or "localhost", "user": unquote(parts.username or "") or None,
                   "password": unquote(parts.password or "") or None}
-        if kind == "postgresql":
+        if kind == "postgresql":  # query parameters are libpq's (sslmode, sslrootcert, options, …)
             params["port"] = parts.port or 5432
+            params.update(parse_qsl(parts.query, keep_blank_values=True))
             db = peewee.PostgresqlDatabase(name, **{k: v for k, v in params.items() if v is not None})
             engine = PostgresEngine(db, url, prefix)
         else:
+            if parts.query:
+                raise ConfigError(f"Invalid database URL '{masked(url)}': query parameters are only read in "
+                                  "PostgreSQL URLs")
             params["port"] = parts.port or 3306
             params["password"] = params["password"] or ""
             db = peewee.MySQLDatabase(name, charset="utf8mb4", **{k: v for k, v in params.items() if v is not None})

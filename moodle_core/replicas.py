@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class Replica:
     lag: float | None = None  # seconds behind the primary (0: caught up), as last checked
     error: str | None = None
     checked: float = float("-inf")  # time.monotonic() of the last check
+    behind_until: float = float("-inf")  # caught_up waited in vain: not waited for again before this
 
     def describe(self) -> dict:
         return {"url": self.engine.describe(), "status": self.status,
@@ -67,8 +69,8 @@ class Replicas:
         self.max_lag, self.check_every = max_lag, check_every
         self._turn = itertools.count()
         self._checking = threading.Lock()  # one thread of a process checks at a time (gthread workers)
-        for replica in self.all:  # a dropped connection is opened again once; then the primary reads
-            replica.engine.retry_attempts, replica.engine.retry_base_delay = 2, 0.05
+        for replica in self.all:
+            replica.engine.retry_attempts = 1  # a failed read goes to the primary at once (see failed)
 
     def __bool__(self) -> bool:
         return bool(self.all)
@@ -95,15 +97,19 @@ class Replicas:
         return fit
 
     def failed(self, engine: Engine, exc: BaseException) -> None:
-        """A read on this replica failed: down until its next check."""
+        """A read on this replica failed (the caller reads the primary instead): down until its
+        next check, unless a new connection answers (this thread's connection had dropped, as
+        after the replica's restart)."""
         for replica in self.all:
             if replica.engine is engine:
+                try:
+                    engine.reconnect()
+                    if engine.alive():
+                        return
+                except Exception:  # noqa: BLE001 - it does not answer: down
+                    engine.db._state.reset()
                 log.warning("replica %s failed, reads go to the primary: %s", engine.describe(), first_line(exc))
                 replica.status, replica.error, replica.checked = "down", first_line(exc), time.monotonic()
-                try:
-                    engine.db.close()
-                except Exception:  # noqa: BLE001 - the connection is gone either way
-                    engine.db._state.reset()
 
     def close(self) -> None:
         """Close this thread's replica connections (before a fork, as the primary's)."""
@@ -127,8 +133,10 @@ class Replicas:
             target = self._position()
         except DATABASE_ERRORS:
             return self.primary  # its own error is met where the read is made
-        deadline = time.monotonic() + wait
-        while True:
+        started = time.monotonic()
+        behind = {id(r.engine) for r in self.all if r.behind_until > started}
+        fit = [e for e in fit if id(e) not in behind]
+        while fit:
             for engine in fit:
                 try:
                     if lsn(engine.scalar("SELECT pg_last_wal_replay_lsn()")) >= target:
@@ -136,9 +144,13 @@ class Replicas:
                 except DATABASE_ERRORS as exc:
                     self.failed(engine, exc)
             fit = [e for e in fit if any(r.engine is e and r.status == "ok" for r in self.all)]
-            if not fit or time.monotonic() >= deadline:
-                return self.primary
+            if time.monotonic() - started >= wait:
+                for replica in self.all:  # not waited for again before its next check
+                    if replica.engine in fit:
+                        replica.behind_until = time.monotonic() + self.check_every
+                break
             time.sleep(0.01)
+        return self.primary
 
     def _position(self) -> int:
         """The primary's WAL insert position: past every record it has made, committed or
@@ -178,7 +190,7 @@ class Replicas:
             return
         problem = ("not a copy of the primary's database (another cluster or database)"
                    if tuple(identity) != tuple(self._identity) else
-                   None if standby else "not a standby (promoted, or not a replica)")
+                   None if standby else "not a standby (promoted, or the primary itself)")
         if problem:
             replica.status, replica.lag, replica.error = "down", None, problem
             return
@@ -198,28 +210,42 @@ class Replicas:
             log.warning("replica %s %s; reads go to the primary", replica.engine.describe(), replica.error)
 
 
-def connect_site(database, **options) -> Engine:
+def connect_site(database, *, check_replicas: bool = True, **options) -> Engine:
     """The site's database as the [database] settings section names it: the primary
-    (engines.connect with url, prefix, iomad_schema, lock_url) and its replica_urls."""
+    (engines.connect with url, prefix, iomad_schema, lock_url) and its replica_urls.
+    `check_replicas`: refuse a replica that answers and is not a copy of the site's database (a
+    command's start; a gunicorn worker starting later must not die of a replica)."""
     engine = engines.connect(database.url, database.prefix, iomad_schema=database.iomad_schema,
                              lock_url=database.lock_url, **options)
-    return attach(engine, database.replica_urls, max_lag=database.replica_max_lag, check=options.get("check", True))
+    return attach(engine, database.replica_urls, max_lag=database.replica_max_lag,
+                  check=check_replicas and options.get("check", True))
+
+
+REPLICA_STATEMENT_TIMEOUT_MS = 30000  # a read a standby cannot finish (a replayed lock) goes to the primary
 
 
 def attach(engine: Engine, urls: list[str], *, max_lag: float = 30.0, check: bool = True) -> Engine:
     """Give `engine` (the primary) its replicas, PostgreSQL standbys of the same database. One
-    that cannot be reached is not an error (reads go to the primary until it answers); with
-    `check`, one that answers and is not a copy of this database stops the command in one line."""
+    that cannot be reached, or is not (or no longer) a standby, is not an error: it is reported,
+    and reads go to the primary until it is a standby that answers. With `check`, one that
+    answers and is a copy of another cluster or database stops the command in one line."""
+    for url in urls:
+        if re.search(r"\s", url) or url.count("://") != 1:
+            raise ConfigError(f"[database] replica_urls: '{engines.masked(url)}' is not one URL (separate URLs with "
+                              "commas)")
     others = [engines.connect(u, engine.prefix, check=False) for u in urls]
     if others and (engine.kind != "postgresql" or any(o.kind != "postgresql" for o in others)):
         raise ConfigError("[database] replica_urls are PostgreSQL standbys of a PostgreSQL url (got "
                           f"{', '.join(repr(engines.masked(u)) for u in urls)} for a {engine.kind} url)")
-    for other in others:  # an unreachable or vanished standby must not hold a request up for long
-        other.db.connect_params.update(connect_timeout=3, keepalives=1, keepalives_idle=5, keepalives_interval=2,
-                                       keepalives_count=3, tcp_user_timeout=10000)
+    for other in others:  # an unreachable, vanished or stuck standby must not hold a request up for long
+        params = other.db.connect_params
+        for key, value in dict(connect_timeout=3, keepalives=1, keepalives_idle=5, keepalives_interval=2,
+                               keepalives_count=3, tcp_user_timeout=10000).items():
+            params.setdefault(key, value)
+        params["options"] = f"{params.get('options', '')} -c statement_timeout={REPLICA_STATEMENT_TIMEOUT_MS}".strip()
     engine.replicas = Replicas(engine, others, max_lag=max_lag)
     if check:
         for state in engine.replicas.check():
-            if state["error"] and state["error"].startswith("not a "):
+            if state["error"] and state["error"].startswith("not a copy"):
                 raise ConfigError(f"[database] replica_urls: {state['url']} is {state['error']}")
     return engine

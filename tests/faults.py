@@ -97,6 +97,10 @@ class PostgresServer:
                          check=True, capture_output=True, text=True, cwd=self.dir)
         return done.stdout.strip()
 
+    def promote(self) -> None:
+        """A standby becomes a primary of its own (a failover)."""
+        self._as_postgres(f"{self.bin}/pg_ctl", "-D", f"{self.dir}/data", "-w", "promote")
+
     def pause_replay(self) -> None:
         self.psql("SELECT pg_wal_replay_pause()")
 

@@ -154,7 +154,7 @@ def replicas(engine: Engine) -> Check:
     if bad:
         return Check("replicas", WARNING, "Reads go to the primary instead of " + "; ".join(bad))
     lags = ", ".join(f"{r['url']} {r['lag_seconds']:g} s" for r in states)
-    return Check("replicas", OK, f"{len(states)} replica{'s' if len(states) > 1 else ''} take reads (lag {lags})")
+    return Check("replicas", OK, f"{len(states)} replica{'s take' if len(states) > 1 else ' takes'} reads (lag {lags})")
 
 
 def configuration(settings, timezone_warning: bool) -> Check:

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from local_alx_report_api.classes import alert_checks, company_settings, company_state, health, populate
+from local_alx_report_api.classes import alert_checks, company_settings, company_state, health, populate, replica_reads
 from moodle_core import engines, replicas
 from moodle_core.config import ConfigError
 from moodle_core.moodle import Moodle
@@ -291,21 +291,57 @@ def test_a_replica_down_or_lagging_is_left_reported_and_taken_back(servers, site
     assert replica_alert() == []
 
 
-def test_a_url_that_is_not_a_standby_of_the_site_is_refused(servers, tmp_path):
-    primary, _ = servers
-    with pytest.raises(ConfigError, match="is not a standby"):
-        replicas.attach(engines.connect(primary.url, "mdl_"), [primary.url])
+def test_wrong_replica_urls_are_refused_in_one_line_and_a_promoted_standby_only_reported(servers, tmp_path):
+    primary, standby = servers
     primary.psql("CREATE DATABASE other", database="postgres")
     other = primary.url.rsplit("/", 1)[0] + "/other"
     with pytest.raises(ConfigError, match="not a copy of the primary's database"):
         replicas.attach(engines.connect(primary.url, "mdl_"), [other])
-    done = subprocess.run([sys.executable, "-m", "local_alx_report_api.cli", "task", "list"], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "ALX_DATABASE_URL": primary.url,
-                               "ALX_DATABASE_REPLICA_URLS": f"{other}"}, cwd=tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "ALX_DATABASE_URL": primary.url}
+    done = subprocess.run([sys.executable, "-m", "local_alx_report_api.cli", "task", "list"], capture_output=True,
+                          text=True, env={**env, "ALX_DATABASE_REPLICA_URLS": other}, cwd=tmp_path)
     assert done.returncode != 0
     assert done.stderr.strip().count("\n") == 0 and "replica_urls" in done.stderr, done.stderr
+    glued = "postgresql://alx:first@127.0.0.1:1/moodlepostgresql://alx:second@127.0.0.1:2/moodle"
+    for wrong in (glued, glued.replace("moodlepostgresql", "moodle postgresql")):  # a comma forgotten
+        with pytest.raises(ConfigError, match="is not one URL") as refused:
+            replicas.attach(engines.connect(primary.url, "mdl_"), [wrong])
+        assert "first" not in str(refused.value) and "second" not in str(refused.value)
     with pytest.raises(ConfigError, match="PostgreSQL standbys"):
         replicas.attach(engines.connect("sqlite:///:memory:", "mdl_"), [primary.url])
+    with pytest.raises(ConfigError, match="query parameters are only read in PostgreSQL URLs"):
+        engines.connect("mariadb://root@127.0.0.1:3306/test?ssl=1", "mdl_", check=False)
+
+    # the primary itself, or a standby promoted by a failover: not refused (a worker or a cron
+    # runner starting after a failover must not die of it), reported, its reads on the primary
+    second = PostgresServer(standby_of=primary)
+    try:
+        second.caught_up_with(primary)
+        second.promote()
+        for url in (primary.url, second.url):
+            engine = replicas.attach(engines.connect(primary.url, "mdl_"), [url])
+            assert engine.replicas.usable() == []
+            check = health.replicas(engine)
+            assert check.status == health.WARNING and "not a standby (promoted, or the primary itself)" in check.detail
+            engine.close()
+        done = subprocess.run([sys.executable, "-m", "local_alx_report_api.cli", "task", "list"], capture_output=True,
+                              text=True, env={**env, "ALX_DATABASE_REPLICA_URLS": second.url}, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    finally:
+        second.remove()
+
+
+def test_replica_sessions_are_bounded_and_urls_carry_libpq_parameters(servers):
+    primary, standby = servers
+    engine = replicas.attach(engines.connect(primary.url + "?application_name=alx-primary", "mdl_"),
+                             [standby.url + "?application_name=alx-replica"])
+    replica = engine.replicas.all[0].engine
+    assert engine.scalar("SHOW application_name") == "alx-primary"
+    assert replica.scalar("SHOW application_name") == "alx-replica"
+    assert replica.scalar("SHOW statement_timeout") == "30s"  # a read stuck behind replay ends
+    assert engine.scalar("SHOW statement_timeout") == "0"  # the primary's own are the site's
+    engine.close()
+
 
 
 def test_serve_and_the_sync_task_through_the_command_line_use_the_replica(servers, site, tmp_path):
@@ -374,3 +410,28 @@ def test_a_cleared_and_refilled_company_is_never_served_from_the_replicas_older_
         assert all(row[1] == f"L{site.now}" for key, row in served.items() if key[0] == member)
     finally:
         standby.resume_replay()
+
+
+def test_a_task_waits_once_for_a_replica_that_is_behind(servers):
+    """Replay paused and the primary written: a task's first read waits task_wait for the standby,
+    then reads the primary; later reads before the standby's next check do not wait again (a
+    populate of thousands of companies would wait at each)."""
+    primary, standby = servers
+    standby.caught_up_with(primary)
+    engine = replicas.attach(engines.connect(primary.url, "mdl_"), [standby.url])
+    engine.replicas.task_wait, engine.replicas.check_every = 0.5, 30
+    replica = engine.replicas.all[0]
+    standby.pause_replay()
+    try:
+        engine.execute("UPDATE {t:config} SET value = value WHERE name = 'siteidentifier' OR id = 1")
+        assert replica_reads.live(engine, task=True) is engine
+        assert replica.behind_until > time.monotonic() and replica.status == "ok"  # health: still within max lag
+        started = time.monotonic()
+        assert [replica_reads.live(engine, task=True) for _ in range(5)] == [engine] * 5
+        assert time.monotonic() - started < 0.5  # five reads, no wait
+    finally:
+        standby.resume_replay()
+    standby.caught_up_with(primary)
+    replica.behind_until = float("-inf")  # as at its next check
+    assert replica_reads.live(engine, task=True) is replica.engine
+    engine.close()
