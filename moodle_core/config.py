@@ -17,12 +17,14 @@ from types import SimpleNamespace
 from typing import Any
 
 # `scheme://user:password@`: the password part (a database or gateway URL may carry one)
-_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^/@:\s]*:)[^/@\s]*@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"([a-z][a-z0-9+.-]*://[^/:\s]*:)[^/\s]*@", re.IGNORECASE)
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&\s#]*", re.IGNORECASE)
 
 
 def mask_urls(text: str) -> str:
-    """Every URL's password in a text masked (decision 51): `scheme://user:********@host/…`."""
-    return _URL_PASSWORD.sub(r"\1********@", text)
+    """Every URL's password in a text masked (decision 51): `scheme://user:********@host/…`,
+    and a password given as a query parameter."""
+    return _QUERY_PASSWORD.sub(r"\1********", _URL_PASSWORD.sub(r"\1********@", text))
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
           "0": False, "false": False, "no": False, "off": False}
 

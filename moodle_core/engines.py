@@ -20,6 +20,7 @@ from typing import TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import peewee
+import psycopg2.extensions
 import psycopg2.extras
 
 from moodle_core.config import ConfigError, mask_urls
@@ -783,6 +784,24 @@ def _unquote(default):
     return text
 
 
+_URL_OWNED = {"host", "hostaddr", "port", "dbname", "database", "user", "password"}
+
+
+def _libpq_parameters(url: str, query: str) -> dict[str, str]:
+    """A PostgreSQL URL's query parameters as libpq connection keywords; what the URL's own parts
+    say (host, port, database, user, password) and anything libpq does not know are refused."""
+    given = dict(parse_qsl(query, keep_blank_values=True))
+    owned = sorted(_URL_OWNED & set(given))
+    if owned:
+        raise ConfigError(f"Invalid database URL '{masked(url)}': {', '.join(owned)} belong in the URL itself, "
+                          "not in its query")
+    try:
+        psycopg2.extensions.parse_dsn(psycopg2.extensions.make_dsn(**given))
+    except psycopg2.ProgrammingError as exc:
+        raise ConfigError(f"Invalid database URL '{masked(url)}': {first_line(exc)}") from None
+    return given
+
+
 def masked(url: str) -> str:
     """A URL as messages show it: its password masked, as the `settings` command shows it (decision 51)."""
     return mask_urls(url)
@@ -827,7 +846,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
                   "password": unquote(parts.password or "") or None}
         if kind == "postgresql":  # query parameters are libpq's (sslmode, sslrootcert, options, …)
             params["port"] = parts.port or 5432
-            params.update(parse_qsl(parts.query, keep_blank_values=True))
+            params.update(_libpq_parameters(url, parts.query))
             db = peewee.PostgresqlDatabase(name, **{k: v for k, v in params.items() if v is not None})
             engine = PostgresEngine(db, url, prefix)
         else:

@@ -96,20 +96,23 @@ class Replicas:
             fit = fit[start:] + fit[:start]
         return fit
 
-    def failed(self, engine: Engine, exc: BaseException) -> None:
+    def failed(self, engine: Engine, exc: BaseException) -> bool:
         """A read on this replica failed (the caller reads the primary instead): down until its
-        next check, unless a new connection answers (this thread's connection had dropped, as
-        after the replica's restart)."""
+        next check. When this thread's connection had dropped (the replica restarted) and a new
+        one answers, it is not down: True (the connection was reopened)."""
         for replica in self.all:
             if replica.engine is engine:
-                try:
-                    engine.reconnect()
-                    if engine.alive():
-                        return
-                except Exception:  # noqa: BLE001 - it does not answer: down
-                    engine.db._state.reset()
+                conn = engine.db._state.conn
+                if conn is None or getattr(conn, "closed", 0):  # the link broke, not the server's answer
+                    try:
+                        engine.reconnect()
+                        if engine.alive():
+                            return True
+                    except Exception:  # noqa: BLE001 - it does not answer: down
+                        engine.db._state.reset()
                 log.warning("replica %s failed, reads go to the primary: %s", engine.describe(), first_line(exc))
                 replica.status, replica.error, replica.checked = "down", first_line(exc), time.monotonic()
+        return False
 
     def close(self) -> None:
         """Close this thread's replica connections (before a fork, as the primary's)."""
@@ -145,7 +148,7 @@ class Replicas:
                     self.failed(engine, exc)
             fit = [e for e in fit if any(r.engine is e and r.status == "ok" for r in self.all)]
             if time.monotonic() - started >= wait:
-                for replica in self.all:  # not waited for again before its next check
+                for replica in self.all if wait > 0 else ():  # waited in vain: not again before its next check
                     if replica.engine in fit:
                         replica.behind_until = time.monotonic() + self.check_every
                 break
@@ -180,14 +183,17 @@ class Replicas:
         self._seen.append((now, target))
         while self._seen and now - self._seen[0][0] > 3 * self.max_lag:
             self._seen.popleft()
-        try:
-            standby, replayed, age, *identity = replica.engine.rows(
-                "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
-                "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()), "
-                + _IDENTITY.removeprefix("SELECT "))[0]
-        except DATABASE_ERRORS as exc:
-            self.failed(replica.engine, exc)
-            return
+        for attempt in (1, 2):  # a second time on a connection reopened after a drop
+            try:
+                standby, replayed, age, *identity = replica.engine.rows(
+                    "SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, "
+                    "EXTRACT(EPOCH FROM clock_timestamp() - pg_last_xact_replay_timestamp()), "
+                    + _IDENTITY.removeprefix("SELECT "))[0]
+                break
+            except DATABASE_ERRORS as exc:
+                if not self.failed(replica.engine, exc) or attempt == 2:
+                    replica.status, replica.error, replica.checked = "down", first_line(exc), now
+                    return
         problem = ("not a copy of the primary's database (another cluster or database)"
                    if tuple(identity) != tuple(self._identity) else
                    None if standby else "not a standby (promoted, or the primary itself)")
@@ -210,27 +216,33 @@ class Replicas:
             log.warning("replica %s %s; reads go to the primary", replica.engine.describe(), replica.error)
 
 
-def connect_site(database, *, check_replicas: bool = True, **options) -> Engine:
+def connect_site(database, *, web: bool = False, **options) -> Engine:
     """The site's database as the [database] settings section names it: the primary
-    (engines.connect with url, prefix, iomad_schema, lock_url) and its replica_urls.
-    `check_replicas`: refuse a replica that answers and is not a copy of the site's database (a
-    command's start; a gunicorn worker starting later must not die of a replica)."""
+    (engines.connect with url, prefix, iomad_schema, lock_url) and its replica_urls. A command
+    refuses a replica that answers and is not a copy of the site's database; the web app (`web`,
+    a gunicorn worker starting after `serve` checked them) must not die of a replica, and bounds
+    its replica reads (REQUEST_STATEMENT_TIMEOUT_MS; a task's long reads are not cut)."""
     engine = engines.connect(database.url, database.prefix, iomad_schema=database.iomad_schema,
                              lock_url=database.lock_url, **options)
     return attach(engine, database.replica_urls, max_lag=database.replica_max_lag,
-                  check=check_replicas and options.get("check", True))
+                  check=not web and options.get("check", True),
+                  statement_timeout_ms=REQUEST_STATEMENT_TIMEOUT_MS if web else None)
 
 
-REPLICA_STATEMENT_TIMEOUT_MS = 30000  # a read a standby cannot finish (a replayed lock) goes to the primary
+REQUEST_STATEMENT_TIMEOUT_MS = 30000  # a page a standby cannot finish (a replayed lock) goes to the primary
+_GLUED = re.compile(r"(postgres|postgresql|mariadb|mysql|sqlite)://", re.IGNORECASE)
 
 
-def attach(engine: Engine, urls: list[str], *, max_lag: float = 30.0, check: bool = True) -> Engine:
+def attach(engine: Engine, urls: list[str], *, max_lag: float = 30.0, check: bool = True,
+           statement_timeout_ms: int | None = None) -> Engine:
     """Give `engine` (the primary) its replicas, PostgreSQL standbys of the same database. One
     that cannot be reached, or is not (or no longer) a standby, is not an error: it is reported,
     and reads go to the primary until it is a standby that answers. With `check`, one that
-    answers and is a copy of another cluster or database stops the command in one line."""
+    answers and is a copy of another cluster or database stops the command in one line.
+    `statement_timeout_ms`: of the replica sessions (the web app's), unless the URL's `options`
+    set one."""
     for url in urls:
-        if re.search(r"\s", url) or url.count("://") != 1:
+        if re.search(r"\s", url) or _GLUED.search(url, url.find("://") + 3):
             raise ConfigError(f"[database] replica_urls: '{engines.masked(url)}' is not one URL (separate URLs with "
                               "commas)")
     others = [engines.connect(u, engine.prefix, check=False) for u in urls]
@@ -242,7 +254,8 @@ def attach(engine: Engine, urls: list[str], *, max_lag: float = 30.0, check: boo
         for key, value in dict(connect_timeout=3, keepalives=1, keepalives_idle=5, keepalives_interval=2,
                                keepalives_count=3, tcp_user_timeout=10000).items():
             params.setdefault(key, value)
-        params["options"] = f"{params.get('options', '')} -c statement_timeout={REPLICA_STATEMENT_TIMEOUT_MS}".strip()
+        if statement_timeout_ms and "statement_timeout" not in params.get("options", ""):
+            params["options"] = f"{params.get('options', '')} -c statement_timeout={statement_timeout_ms}".strip()
     engine.replicas = Replicas(engine, others, max_lag=max_lag)
     if check:
         for state in engine.replicas.check():

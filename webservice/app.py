@@ -98,7 +98,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None, clock: Calla
                services: list[str] | None = None) -> AnyMethod:
     """The WSGI app for one Moodle site. `clock` fixes "now" for tests."""
     if engine is None:
-        engine = replicas.connect_site(settings.database, check_replicas=False)  # `serve` checked them
+        engine = replicas.connect_site(settings.database, web=True)
     else:  # an engine made before the site's tables were (tests) names them now
         engine.name_tables(settings.database.iomad_schema)
     engine.slow_query_ms = settings.local_alx_report_api.slow_query_ms

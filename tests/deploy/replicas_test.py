@@ -334,12 +334,40 @@ def test_wrong_replica_urls_are_refused_in_one_line_and_a_promoted_standby_only_
 def test_replica_sessions_are_bounded_and_urls_carry_libpq_parameters(servers):
     primary, standby = servers
     engine = replicas.attach(engines.connect(primary.url + "?application_name=alx-primary", "mdl_"),
-                             [standby.url + "?application_name=alx-replica"])
+                             [standby.url + "?application_name=alx-replica"], statement_timeout_ms=30000)
     replica = engine.replicas.all[0].engine
     assert engine.scalar("SHOW application_name") == "alx-primary"
     assert replica.scalar("SHOW application_name") == "alx-replica"
-    assert replica.scalar("SHOW statement_timeout") == "30s"  # a read stuck behind replay ends
+    assert replica.scalar("SHOW statement_timeout") == "30s"  # the web app's: a read stuck behind replay ends
     assert engine.scalar("SHOW statement_timeout") == "0"  # the primary's own are the site's
+    engine.close()
+    own = replicas.attach(engines.connect(primary.url, "mdl_"), [standby.url + "?options=-c%20statement_timeout%3D5s"],
+                          statement_timeout_ms=30000)
+    assert own.replicas.all[0].engine.scalar("SHOW statement_timeout") == "5s"  # the URL's own wins
+    own.close()
+    task = replicas.attach(engines.connect(primary.url, "mdl_"), [standby.url])  # a command's: no timeout
+    assert task.replicas.all[0].engine.scalar("SHOW statement_timeout") == "0"
+    task.close()
+    for query, says in (("dbname=other", "dbname belong in the URL itself"), ("isolation_level=x", "invalid connection"),
+                        ("password=x", "password belong in the URL itself")):
+        with pytest.raises(ConfigError, match=says) as refused:
+            engines.connect(f"{primary.url}?{query}", "mdl_", check=False)
+        assert "password=x" not in str(refused.value)
+
+
+def test_a_read_the_replica_cannot_finish_goes_to_the_primary_and_leaves_the_replica(servers):
+    """A statement timeout on the replica (as behind a lock that replay holds): the read is
+    answered by the primary and the replica is left until its next check; its connection, which
+    did not break, is not taken for a restart."""
+    primary, standby = servers
+    standby.caught_up_with(primary)
+    engine = replicas.attach(engines.connect(primary.url, "mdl_"), [standby.url], statement_timeout_ms=200)
+    engine.replicas.check_every = 30
+    value, on_replica = replica_reads.on_replica(engine, lambda server: server.scalar("SELECT 1 FROM pg_sleep(1)"))
+    assert (value, on_replica) == (1, False)
+    replica = engine.replicas.all[0]
+    assert replica.status == "down" and "statement timeout" in replica.error
+    assert engine.replicas.usable() == []
     engine.close()
 
 

@@ -87,6 +87,11 @@ def test_every_url_of_a_list_is_shown_without_its_password(tmp_path):
     assert shown[("database", "url")] == "postgresql://alx:********@db/moodle"
     assert shown[("database", "replica_urls")] == ("postgresql://alx:********@r1/moodle, "
                                                    "postgresql://alx:********@r2/moodle")
+    for given, seen in (("postgresql://u:p@ss@db/m", "postgresql://u:********@db/m"),  # an @ in the password
+                        ("postgresql://u@db/m?sslmode=require&sslpassword=k", "postgresql://u@db/m?sslmode=require&sslpassword=********"),
+                        ("postgresql://a:x@db/mpostgresql://b:y@db/m", "postgresql://a:********@db/mpostgresql://b:********@db/m")):
+        s = load(tmp_path, "", {"ALX_DATABASE_URL": given})
+        assert {(sec, name): value for sec, name, value, _ in s.describe()}[("database", "url")] == seen
 
 
 def test_sms_needs_a_gateway_when_enabled(tmp_path):
