@@ -20,7 +20,7 @@ DECLARATIONS = [
     _s("database", "lock_url", "string", "", "The same PostgreSQL database reached directly, when url goes through "
        "PgBouncer in transaction pooling mode: the named locks' connections use it (admin guide 2.5). Empty = url."),
     _s("database", "replica_urls", "list", [], "PostgreSQL streaming standbys of url, for the reads that may lag "
-       "(report pages, Moodle's live tables for sync and populate): docs/scaling.md. Empty = none."),
+       "(report pages, Moodle's live tables for sync, populate and reconcile): docs/scaling.md. Empty = none."),
     _s("database", "replica_max_lag", "float", 30.0, "Seconds a replica may lag before reads leave it for the primary "
        "(and the health check and an alert say so).", min=1, max=3600),
     _s("database", "prefix", "string", "mdl_", "Moodle table prefix, applied to Moodle, IOMAD and plugin tables."),
