@@ -1,8 +1,8 @@
-"""Which server a read goes to when [database] replica_urls names replicas (docs/scaling.md):
-a company's report rows go to a replica that holds the version the request read on the primary;
-Moodle's live tables go to a replica that has replayed what the primary had written when the
-read began. Everything else (pull state, rate-limit counts, locks, the cache, writes) stays on
-the primary."""
+"""Which server a read goes to when [database] replica_urls names replicas (docs/scaling.md,
+decision 135): a company's report rows (and its cached pages) go to a replica that holds the
+version the request read on the primary; Moodle's live tables go to a replica that has replayed
+what the primary had written when the read began. Everything else (pull state, rate-limit
+counts, token checks, locks, cache writes, every write) stays on the primary."""
 
 from __future__ import annotations
 
