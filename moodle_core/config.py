@@ -25,6 +25,8 @@ def mask_urls(text: str) -> str:
     """Every URL's password in a text masked (decision 51): `scheme://user:********@host/…`,
     and a password given as a query parameter."""
     return _QUERY_PASSWORD.sub(r"\1********", _URL_PASSWORD.sub(r"\1********@", text))
+
+
 _BOOLS = {"1": True, "true": True, "yes": True, "on": True,
           "0": False, "false": False, "no": False, "off": False}
 

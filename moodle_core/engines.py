@@ -793,18 +793,13 @@ def _libpq_parameters(url: str, query: str) -> dict[str, str]:
     given = dict(parse_qsl(query, keep_blank_values=True))
     owned = sorted(_URL_OWNED & set(given))
     if owned:
-        raise ConfigError(f"Invalid database URL '{masked(url)}': {', '.join(owned)} belong in the URL itself, "
+        raise ConfigError(f"Invalid database URL '{mask_urls(url)}': {', '.join(owned)} belong in the URL itself, "
                           "not in its query")
     try:
         psycopg2.extensions.parse_dsn(psycopg2.extensions.make_dsn(**given))
     except psycopg2.ProgrammingError as exc:
-        raise ConfigError(f"Invalid database URL '{masked(url)}': {first_line(exc)}") from None
+        raise ConfigError(f"Invalid database URL '{mask_urls(url)}': {first_line(exc)}") from None
     return given
-
-
-def masked(url: str) -> str:
-    """A URL as messages show it: its password masked, as the `settings` command shows it (decision 51)."""
-    return mask_urls(url)
 
 
 def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool = False,
@@ -821,7 +816,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
     parts = urlsplit(url)
     kind = SCHEMES.get(parts.scheme.lower())
     if kind is None:
-        raise ConfigError(f"Unsupported database URL '{masked(url)}': use sqlite:///path, "
+        raise ConfigError(f"Unsupported database URL '{mask_urls(url)}': use sqlite:///path, "
                           "postgresql://user:pass@host:5432/db or mariadb://user:pass@host:3306/db")
     if not re.fullmatch(r"[a-z0-9_]*", prefix):
         raise ConfigError(f"Invalid value for [database] prefix: expected lower-case letters, digits "
@@ -841,7 +836,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
     else:
         name = unquote(parts.path.lstrip("/"))
         if not name:
-            raise ConfigError(f"Invalid database URL '{masked(url)}': no database name")
+            raise ConfigError(f"Invalid database URL '{mask_urls(url)}': no database name")
         params = {"host": parts.hostname or "localhost", "user": unquote(parts.username or "") or None,
                   "password": unquote(parts.password or "") or None}
         if kind == "postgresql":  # query parameters are libpq's (sslmode, sslrootcert, options, …)
@@ -851,7 +846,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
             engine = PostgresEngine(db, url, prefix)
         else:
             if parts.query:
-                raise ConfigError(f"Invalid database URL '{masked(url)}': query parameters are only read in "
+                raise ConfigError(f"Invalid database URL '{mask_urls(url)}': query parameters are only read in "
                                   "PostgreSQL URLs")
             params["port"] = parts.port or 3306
             params["password"] = params["password"] or ""
@@ -861,7 +856,7 @@ def connect(url: str, prefix: str = "mdl_", *, check: bool = True, create: bool 
         locks = connect(lock_url, prefix, check=False)
         if engine.kind != "postgresql" or locks.kind != "postgresql":
             raise ConfigError("[database] lock_url is for PostgreSQL behind PgBouncer's transaction pooling: "
-                              f"the same PostgreSQL database as url, directly (got '{masked(lock_url)}')")
+                              f"the same PostgreSQL database as url, directly (got '{mask_urls(lock_url)}')")
         engine.locks_db = locks.db
     if check:
         try:
@@ -882,10 +877,10 @@ def _check_lock_space(engine: Engine, lock_url: str) -> None:
     try:
         side = engine._side_connection()
     except Exception as exc:
-        raise ConfigError(f"Cannot connect to [database] lock_url '{masked(lock_url)}': {first_line(exc)}") from exc
+        raise ConfigError(f"Cannot connect to [database] lock_url '{mask_urls(lock_url)}': {first_line(exc)}") from exc
     try:
         if side.execute_sql("SELECT pg_is_in_recovery()").fetchone()[0]:
-            raise ConfigError(f"[database] lock_url '{masked(lock_url)}' is a standby: name the primary")
+            raise ConfigError(f"[database] lock_url '{mask_urls(lock_url)}' is a standby: name the primary")
         key = int.from_bytes(secrets.token_bytes(8), "big", signed=True)
         side.execute_sql("SELECT pg_advisory_lock(%s)", (key,))
         try:
@@ -894,7 +889,7 @@ def _check_lock_space(engine: Engine, lock_url: str) -> None:
         finally:  # released, not left to the session's end: through a pooler that session lives on
             side.execute_sql("SELECT pg_advisory_unlock(%s)", (key,))
         if not seen:
-            raise ConfigError(f"[database] lock_url '{masked(lock_url)}' does not reach the database url names "
+            raise ConfigError(f"[database] lock_url '{mask_urls(lock_url)}' does not reach the database url names "
                               "directly (a lock taken through it is not seen through url)")
     finally:
         side.close()

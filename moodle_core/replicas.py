@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from moodle_core import engines
-from moodle_core.config import ConfigError
+from moodle_core.config import ConfigError, mask_urls
 from moodle_core.engines import DATABASE_ERRORS, Engine, first_line
 
 log = logging.getLogger("alx_report_api.db")
@@ -78,6 +78,9 @@ class Replicas:
     def usable(self) -> list[Engine]:
         """The replicas fit to take reads now, starting with a different one each call (reads
         spread over them); each is checked again when its last check is older than check_every."""
+        return [r.engine for r in self._fit()]
+
+    def _fit(self) -> list[Replica]:
         if not self.all:
             return []
         now = time.monotonic()
@@ -88,9 +91,9 @@ class Replicas:
                     self._check(replica)
             finally:
                 self._checking.release()
-        fit = [r.engine for r in self.all if r.status == "ok"]
-        for engine in fit:  # the site's table names, as the primary has them now
-            engine.aliases, engine.iomad = self.primary.aliases, self.primary.iomad
+        fit = [r for r in self.all if r.status == "ok"]
+        for replica in fit:  # the site's table names, as the primary has them now
+            replica.engine.aliases, replica.engine.iomad = self.primary.aliases, self.primary.iomad
         if len(fit) > 1:
             start = next(self._turn) % len(fit)
             fit = fit[start:] + fit[:start]
@@ -129,27 +132,25 @@ class Replicas:
     def caught_up(self, wait: float = 0.0) -> Engine:
         """A replica that has replayed everything the primary had written when this was called
         (waiting up to `wait` seconds for one), else the primary."""
-        fit = self.usable()
-        if not fit:
+        started = time.monotonic()
+        waiting = [r for r in self._fit() if r.behind_until <= started]
+        if not waiting:
             return self.primary
         try:
             target = self._position()
         except DATABASE_ERRORS:
             return self.primary  # its own error is met where the read is made
-        started = time.monotonic()
-        behind = {id(r.engine) for r in self.all if r.behind_until > started}
-        fit = [e for e in fit if id(e) not in behind]
-        while fit:
-            for engine in fit:
+        while waiting:
+            for replica in waiting:
                 try:
-                    if lsn(engine.scalar("SELECT pg_last_wal_replay_lsn()")) >= target:
-                        return engine
+                    if lsn(replica.engine.scalar("SELECT pg_last_wal_replay_lsn()")) >= target:
+                        return replica.engine
                 except DATABASE_ERRORS as exc:
-                    self.failed(engine, exc)
-            fit = [e for e in fit if any(r.engine is e and r.status == "ok" for r in self.all)]
+                    self.failed(replica.engine, exc)
+            waiting = [r for r in waiting if r.status == "ok"]
             if time.monotonic() - started >= wait:
-                for replica in self.all if wait > 0 else ():  # waited in vain: not again before its next check
-                    if replica.engine in fit:
+                if wait > 0:  # waited in vain: not waited for again before its next check
+                    for replica in waiting:
                         replica.behind_until = time.monotonic() + self.check_every
                 break
             time.sleep(0.01)
@@ -243,12 +244,12 @@ def attach(engine: Engine, urls: list[str], *, max_lag: float = 30.0, check: boo
     set one."""
     for url in urls:
         if re.search(r"\s", url) or _GLUED.search(url, url.find("://") + 3):
-            raise ConfigError(f"[database] replica_urls: '{engines.masked(url)}' is not one URL (separate URLs with "
+            raise ConfigError(f"[database] replica_urls: '{mask_urls(url)}' is not one URL (separate URLs with "
                               "commas)")
     others = [engines.connect(u, engine.prefix, check=False) for u in urls]
     if others and (engine.kind != "postgresql" or any(o.kind != "postgresql" for o in others)):
         raise ConfigError("[database] replica_urls are PostgreSQL standbys of a PostgreSQL url (got "
-                          f"{', '.join(repr(engines.masked(u)) for u in urls)} for a {engine.kind} url)")
+                          f"{', '.join(repr(mask_urls(u)) for u in urls)} for a {engine.kind} url)")
     for other in others:  # an unreachable, vanished or stuck standby must not hold a request up for long
         params = other.db.connect_params
         for key, value in dict(connect_timeout=3, keepalives=1, keepalives_idle=5, keepalives_interval=2,

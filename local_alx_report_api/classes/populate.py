@@ -69,8 +69,7 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
         emit(level, text)
 
     say("info", f"Populating {len(companies)} compan{'y' if len(companies) == 1 else 'ies'}, batch size {batch_size}")
-    live = replica_reads.live(engine, task=True)  # Moodle's tables, as the primary holds them now or later
-    with replica_reads.reading(engine, live):
+    with replica_reads.reading(engine) as live:  # Moodle's tables, as the primary holds them now or later
         started, site = now(), Site.read(live)  # what a completed company's sync runs go on from
     locks, completed = engine.lock_set(), {}
 
@@ -78,8 +77,7 @@ def populate(engine: Engine, companies: list[Company], *, batch_size: int, repor
         def work() -> tuple[bool, dict]:
             # Moodle's tables as the primary holds them now that the company is locked: no sync
             # of it since the populate began can have seen a newer state than this company's read
-            live = replica_reads.live(engine, task=True)
-            with replica_reads.reading(engine, live):
+            with replica_reads.reading(engine) as live:
                 return _populate_company(engine, live, company, state, batch_size, report_roles, now, say,
                                          on_progress, should_stop, site, started, completed), {}
 

@@ -62,10 +62,7 @@ def reconcile_company(env, company, out_of_time, *, batch_size: int | None = Non
     after = tuple(resume["after"]) if resume else (0, 0)
     counts = resume["counts"] if resume else {"checked": 0, "inserted": 0, "updated": 0, "reactivated": 0,
                                               "deleted": 0, "examples": []}
-    live = replica_reads.live(env.engine, task=True)  # Moodle's tables as the primary holds them now, or later
-    scope = Scope.load(live, company.id, env.plugin.report_roles)
     started = resume["started"] if resume else now
-    total = pairs_bound(live, scope) if on_batch else 0
     processed = [0]
 
     def remember(batch):
@@ -76,7 +73,9 @@ def reconcile_company(env, company, out_of_time, *, batch_size: int | None = Non
             processed[0] += batch.counts.checked
             on_batch(batch.counts, processed[0], total)
 
-    with replica_reads.reading(env.engine, live):
+    with replica_reads.reading(env.engine) as live:  # Moodle's tables as the primary holds them now, or later
+        scope = Scope.load(live, company.id, env.plugin.report_roles)
+        total = pairs_bound(live, scope) if on_batch else 0
         _, after = full_sync(env.engine, scope, now, batch_size or env.plugin.sync_batch_size, after=after,
                              on_batch=remember, should_stop=out_of_time, live=live)
     state = company_state.load(env.engine, company.id, now)

@@ -40,16 +40,17 @@ def company_rows(engine: Engine, companyid: int, version: int, read: Callable[[E
 
 
 @contextlib.contextmanager
-def reading(engine: Engine, live: Engine):
-    """A unit of work that reads Moodle's tables on `live`: when a database error ends it and
-    `live` is a replica that no longer answers, the replica is left (marked down) so that the
-    next unit reads elsewhere; the error goes on to the caller (the company's run fails, and is
-    retried at the next run)."""
+def reading(engine: Engine, chosen: Engine | None = None):
+    """A task's unit of work that reads Moodle's tables: yields where (`chosen`, else a new
+    choice of `live` with task=True). When a database error ends it and that is a replica that no
+    longer answers, the replica is left (marked down) so that the next unit reads elsewhere; the
+    error goes on to the caller (the company's run fails, and is retried at the next run)."""
+    source = chosen or live(engine, task=True)
     try:
-        yield
+        yield source
     except DATABASE_ERRORS as exc:
-        if live is not engine and engine.replicas and not live.alive():
-            engine.replicas.failed(live, exc)
+        if source is not engine and engine.replicas and not source.alive():
+            engine.replicas.failed(source, exc)
         raise
 
 

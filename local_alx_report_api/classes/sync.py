@@ -28,11 +28,11 @@ class Plan:
     error: Exception | None  # the state could not be read: the company's run fails with it
     scope: Scope
     pending: dict  # the pending run: new, or continued from a stopped run
+    live: Engine  # where its Moodle tables are read: a caught-up replica, or the primary
     found: Found | None = None  # None: a first (full) sync
     stored: set[Key] = field(default_factory=set)  # the stored keys of found.users
     courses: set[int] = field(default_factory=set)  # every pair of these: found or cacherev moved
     difference: set[int] | None = field(default_factory=set)  # set difference: None all, else these courses
-    live: Engine | None = None  # where its Moodle tables are read: a caught-up replica, or the primary
 
     @property
     def idle(self) -> bool:
@@ -44,8 +44,7 @@ class Plan:
 def plan(engine: Engine, companies: list[Company], *, now: int, lookback: int, report_roles: list[str],
          every: bool) -> list[Plan]:
     """Detection for these companies (`every`: they are every company of the site)."""
-    live = replica_reads.live(engine, task=True)  # never older than the primary now: no run undoes an earlier one
-    with replica_reads.reading(engine, live):
+    with replica_reads.reading(engine) as live:  # never older than the primary now: no run undoes an earlier one
         return _plan(engine, live, companies, now=now, lookback=lookback, report_roles=report_roles, every=every)
 
 
@@ -79,7 +78,7 @@ def _plan(engine: Engine, live: Engine, companies: list[Company], *, now: int, l
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             state, pending, error = {}, {}, exc
             bounds.pop(company.id, None)
-        plans.append(Plan(company, row, state, error, scope, pending, live=live))
+        plans.append(Plan(company, row, state, error, scope, pending, live))
     found, read = detection.changes(live, bounds, now)
     stored = detection.stored_of_users(engine, {cid: f.users for cid, f in found.items() if f.users})
     for p in plans:
@@ -168,7 +167,6 @@ def run_company(engine: Engine, p: Plan, *, now: int, batch_size: int, out_of_ti
     `on_batch(counts, processed, total)` hears each committed batch (jobs show it as progress)."""
     if p.error is not None:
         raise p.error
-    p.live = p.live or engine
     started = time.time()
     if p.found is None:
         return _first_sync(engine, p, now, batch_size, out_of_time, on_batch, started)
@@ -254,7 +252,7 @@ def sync_company(env, company: Company, *, out_of_time: Callable[[], bool], lock
         if p is None or company_state.raw_states(env.engine, [company.id]).get(company.id) != p.row:
             p = plan(env.engine, [company], now=now, lookback=plugin.sync_lookback_seconds,
                      report_roles=plugin.report_roles, every=False)[0]
-        p.live = replica_reads.still_live(env.engine, p.live or env.engine)
+        p.live = replica_reads.still_live(env.engine, p.live)
         with replica_reads.reading(env.engine, p.live):
             run = run_company(env.engine, p, now=now, batch_size=batch_size or plugin.sync_batch_size,
                               out_of_time=out_of_time, on_batch=on_batch)

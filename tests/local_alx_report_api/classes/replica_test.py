@@ -133,27 +133,34 @@ ROUND = st.fixed_dictionaries({"changes": st.lists(CHANGES, max_size=6),
                                "sizes": st.lists(st.integers(1, 12), min_size=1, max_size=6)})
 
 
-def run_rounds(site: Site, rounds) -> None:
+def changes_and_sync(site: Site, changes) -> None:
+    """A round's `between` steps by default: Moodle changes, then the sync task, between pages."""
+    for change in changes or []:
+        site.change(*change)
+    site.tick(5)
+    site.sync()
+
+
+def run_rounds(site: Site, rounds, *, step=changes_and_sync, pages=None, before_quiet=lambda: None) -> None:
+    """A replica client through `rounds`: each round's Moodle changes and a sync run, a pull with
+    `step(site, spec)` for each of its `between` specs run after each full page, then a quiet sync
+    and pull; the client then equals a fresh full pull and the live truth. `pages`: how a pull's
+    rows are read (site.pages); `before_quiet`: run before the quiet sync."""
+    pages = pages or site.pages
     token = site.new_token()
     replica: dict = {}
-    merge(replica, site.pages(token, [50]))  # the first pull of a new token delivers every active row
+    merge(replica, pages(token, [50]))  # the first pull of a new token delivers every active row
     for spec in rounds:
         for change in spec["changes"]:
             site.change(*change)
         site.sync()
         injected = iter(spec["between"])
-
-        def between(injected=injected):
-            for change in next(injected, []):
-                site.change(*change)
-            site.tick(5)
-            site.sync()
-
-        merge(replica, site.pages(token, spec["sizes"], between))
+        merge(replica, pages(token, spec["sizes"], lambda injected=injected: step(site, next(injected, None))))
+        before_quiet()
         site.sync()  # quiet: no further changes
-        merge(replica, site.pages(token, [9]))
+        merge(replica, pages(token, [9]))
         fresh = {}
-        merge(fresh, site.pages(site.new_token(), [100]))
+        merge(fresh, pages(site.new_token(), [100]))
         assert replica == fresh
         assert replica == truth(site)
 
